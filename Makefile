@@ -1,0 +1,39 @@
+# amphora-agent: the Octavia amphora agent in Go.
+#   make demo    build, install missing packages, run the agent end to end
+#   make test    install what the tests need, run every test
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN     := bin/amphora-agent
+# Test packages run one at a time on small machines: the end-to-end tests
+# start real haproxy, keepalived and systemd managers.
+TESTFLAGS ?= -race -count=1 -timeout 60m
+
+.PHONY: help build deps test vet fmt-check demo bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
+
+build: ## build bin/amphora-agent
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/amphora-agent
+
+deps: ## install the Debian packages the agent and the tests need (idempotent)
+	./scripts/deps.sh
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: deps build vet ## install what tests need, run every test
+	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) ./...
+
+demo: deps build ## run the agent end to end with real haproxy in a namespace
+	./scripts/demo.sh $(BIN)
+
+bench: build ## side-by-side benchmarks with the reference agent
+	./scripts/deps.sh bench
+	./bench/run.sh $(BIN)
+
+clean: ## remove build output
+	rm -rf bin

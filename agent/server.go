@@ -1,0 +1,236 @@
+// Package agent is the amphora agent's REST API (version 1.0) over mutual
+// TLS, as the Octavia controller's rest_api_driver expects it.
+//
+// Handlers are thin: they validate the request, call one method of the
+// component that owns the state (haproxy, keepalived, netns, certs,
+// config) and map its result to the reference's status codes and bodies.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/octavia-go/amphora-agent/agent/config"
+	"github.com/octavia-go/amphora-agent/certs"
+)
+
+// APIVersion is the only REST API version this agent speaks.
+const APIVersion = "1.0"
+
+// maxJSONBody caps the JSON bodies (plug, rules); they are a few hundred bytes.
+const maxJSONBody = 1 << 20
+
+// Deps are the components the API drives.
+type Deps struct {
+	Config *config.Store
+	Certs  *certs.Store
+	Log    *slog.Logger
+	Info   *Info
+	// Version is the agent's own version string, reported by /1.0/details.
+	Version string
+}
+
+// Server is the agent's HTTPS API.
+type Server struct {
+	Deps
+	engine *gin.Engine
+}
+
+// New builds the router. Call Serve to accept connections.
+func New(d Deps) *Server {
+	gin.SetMode(gin.ReleaseMode)
+	if d.Info == nil {
+		d.Info = NewInfo(d.Config)
+	}
+	s := &Server{Deps: d}
+	e := gin.New()
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	e.HandleMethodNotAllowed = true
+	e.UseRawPath = false
+	e.Use(s.recoverPanics)
+	e.NoRoute(func(c *gin.Context) { generic(c, http.StatusNotFound, notFoundText) })
+	e.NoMethod(func(c *gin.Context) { generic(c, http.StatusMethodNotAllowed, notAllowedText) })
+
+	e.GET("/", s.getRoot)
+	v := e.Group("/" + APIVersion)
+	v.GET("/info", s.getInfo)
+	v.GET("/details", s.getDetails)
+	v.PUT("/config", s.putConfig)
+	v.PUT("/certificate", s.putCertificate)
+	s.engine = e
+	return s
+}
+
+// Handler returns the API as an http.Handler: request logging, path
+// normalisation and HEAD support around the gin router.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		// The controller's version discovery asks for "//": repeated
+		// slashes are merged and answered directly (the reference
+		// redirects with 308).
+		r.URL.Path = mergeSlashes(r.URL.Path)
+		r.URL.RawPath = ""
+		var out http.ResponseWriter = rec
+		if r.Method == http.MethodHead {
+			r.Method = http.MethodGet
+			out = headWriter{rec}
+		}
+		s.engine.ServeHTTP(out, r)
+		attrs := []any{"method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "remote", r.RemoteAddr}
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			attrs = append(attrs, "client", r.TLS.PeerCertificates[0].Subject.CommonName)
+		}
+		level := slog.LevelInfo
+		if rec.status >= 500 {
+			level = slog.LevelWarn
+		}
+		s.Log.Log(r.Context(), level, "request", attrs...)
+	})
+}
+
+// Serve accepts TLS connections on ln until ctx is cancelled, then drains
+// in-flight requests (bounded) and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	cfg := s.Config.Current()
+	minTLS, err := config.TLSMinVersion(cfg.AgentTLSProtocol)
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         s.Certs.ServerConfig(minTLS),
+		ReadHeaderTimeout: 30 * time.Second,
+		ReadTimeout:       cfg.AgentRequestReadTimeout,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(&tlsErrorLog{log: s.Log}, "", 0),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(tls.NewListener(ln, hs.TLSConfig)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(shut); err != nil {
+		hs.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func mergeSlashes(p string) string {
+	if !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	b.Grow(len(p))
+	prev := byte(0)
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' && prev == '/' {
+			continue
+		}
+		prev = p[i]
+		b.WriteByte(p[i])
+	}
+	return b.String()
+}
+
+func (s *Server) recoverPanics(c *gin.Context) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.Log.Error("handler panic", "path", c.Request.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			generic(c, http.StatusInternalServerError, internalErrText)
+		}
+	}()
+	c.Next()
+}
+
+// readBody reads the whole request body, refusing more than limit bytes.
+func readBody(c *gin.Context, limit int64) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(c.Request.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, errBodyTooLarge
+	}
+	return data, nil
+}
+
+// bodyError answers a body that could not be read: too large gets a 400
+// (a 413 would be taken as success by the controller, which maps only
+// the statuses the reference uses), a broken connection a 400 as well.
+func (s *Server) bodyError(c *gin.Context, err error) {
+	if errors.Is(err, errBodyTooLarge) {
+		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Request body too large",
+			Details: fmt.Sprintf("the limit is %d bytes ([amphora_agent] max_request_body_size)", s.Config.Current().MaxBodySize)})
+		return
+	}
+	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: "could not read the request body: " + err.Error()})
+}
+
+// internalError logs err and answers the reference's generic 500.
+func (s *Server) internalError(c *gin.Context, err error) {
+	s.Log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+	generic(c, http.StatusInternalServerError, internalErrText)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// headWriter drops the body of a GET answered for a HEAD request.
+type headWriter struct{ *statusRecorder }
+
+func (headWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// tlsErrorLog turns net/http's error log lines (mostly refused TLS
+// handshakes: no client certificate, unknown CA) into structured records.
+type tlsErrorLog struct{ log *slog.Logger }
+
+func (l *tlsErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		l.log.Info("TLS handshake refused", "detail", msg)
+	} else {
+		l.log.Warn("http server", "detail", msg)
+	}
+	return len(p), nil
+}
