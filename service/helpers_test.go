@@ -1,0 +1,253 @@
+package service
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// testLogger logs into the test output until the test has finished.
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(w.stop) // registered first, runs last
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(b), "\n"))
+	}
+	return len(b), nil
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+func needHAProxy(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy binary not installed (apt-get install haproxy): cannot run a real service")
+	}
+	return p
+}
+
+func randSuffix(t *testing.T) string {
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+// shortTempDir is a temp dir with a short path (unix socket paths must stay
+// below 108 bytes; t.TempDir paths are long).
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "svt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// writeHAProxyCfg writes a tiny haproxy config answering body on
+// 127.0.0.1:port.
+func writeHAProxyCfg(t *testing.T, path string, port int, body string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`global
+    maxconn 256
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 5s
+    timeout server 5s
+    option idle-close-on-response
+frontend fe
+    bind 127.0.0.1:%d
+    http-request return status 200 content-type text/plain string "%s"
+`, port, body)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func writeBrokenHAProxyCfg(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("global\n    no-such-keyword 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var httpClient = &http.Client{
+	Timeout:   2 * time.Second,
+	Transport: &http.Transport{DisableKeepAlives: true},
+}
+
+func httpGet(port int) (string, error) {
+	resp, err := httpClient.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// waitFor polls cond until it returns true or timeout; it fails the test
+// with the last description cond gave.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		ok, desc := cond()
+		if ok {
+			return
+		}
+		last = desc
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, last)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitServes(t *testing.T, port int, body string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "haproxy to serve "+strconv.Quote(body), func() (bool, string) {
+		got, err := httpGet(port)
+		if err != nil {
+			return false, err.Error()
+		}
+		return got == body, "got " + strconv.Quote(got)
+	})
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func pidAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// state is the field after "(comm)"
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z' && s[i+2] != 'X'
+}
+
+// killIfMatches kills pid (SIGKILL) when its command line still belongs to
+// argv: test clean-up by our own pid, never by name.
+func killIfMatches(pid int, argv []string) {
+	cl, err := readCmdline(pid)
+	if err == nil && cmdlineMatches(cl, argv) {
+		_ = unix.Kill(pid, unix.SIGKILL)
+	}
+}
+
+// mastersOf counts live processes that run argv and whose parent does not
+// (haproxy masters; workers are children of their master).
+func mastersOf(t *testing.T, argv []string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cl, err := readCmdline(pid)
+		if err != nil || !cmdlineMatches(cl, argv) {
+			continue
+		}
+		pcl, _ := readCmdline(ppidOf(pid))
+		if pcl != nil && cmdlineMatches(pcl, argv) {
+			continue
+		}
+		out = append(out, pid)
+	}
+	return out
+}
+
+func ppidOf(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	p, _ := strconv.Atoi(f[1])
+	return p
+}
+
+func mustOpErr(t *testing.T, err error) *OpError {
+	t.Helper()
+	var oe *OpError
+	if !errors.As(err, &oe) {
+		t.Fatalf("want *OpError, got %T: %v", err, err)
+	}
+	return oe
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}
+
+func specFile(dir, name string) string { return filepath.Join(dir, name+".json") }

@@ -1,0 +1,680 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+	godbus "github.com/godbus/dbus/v5"
+
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
+)
+
+// Defaults of SystemdOptions.
+const (
+	DefaultUnitDir       = "/usr/lib/systemd/system"
+	DefaultPrivateSocket = "/run/systemd/private"
+)
+
+// reconnectWindow bounds the retries after the connection dropped.
+const reconnectWindow = 15 * time.Second
+
+// SystemdOptions configures NewSystemd.
+type SystemdOptions struct {
+	// UnitDir is where unit files are written ([amphora_agent]
+	// systemd_unit_dir). Default DefaultUnitDir.
+	UnitDir string
+	// PrivateSocket is the manager's private D-Bus socket, talked to
+	// directly (no bus daemon). Default DefaultPrivateSocket, the system
+	// manager's; a user manager's is $XDG_RUNTIME_DIR/systemd/private.
+	PrivateSocket string
+	// UserBus connects through the session bus (DBUS_SESSION_BUS_ADDRESS)
+	// to the user manager instead of a private socket.
+	UserBus bool
+	// Logger receives the manager's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Systemd is a Manager driving a systemd manager over D-Bus. It reconnects
+// transparently when the connection drops (e.g. daemon-reexec).
+type Systemd struct {
+	opts  SystemdOptions
+	log   *slog.Logger
+	locks keyedLocks
+
+	// statistics, read by tests
+	dials   atomic.Int64
+	reloads atomic.Int64
+
+	mu     sync.Mutex // guards the following
+	conn   *sddbus.Conn
+	sig    *godbus.Conn // the connection under conn that delivers job results
+	life   context.Context
+	cancel context.CancelFunc
+	closed bool
+}
+
+var _ Manager = (*Systemd)(nil)
+
+// NewSystemd connects to the systemd manager chosen by opts. ctx bounds
+// the initial connection only.
+func NewSystemd(ctx context.Context, opts SystemdOptions) (*Systemd, error) {
+	if opts.UnitDir == "" {
+		opts.UnitDir = DefaultUnitDir
+	}
+	if opts.PrivateSocket == "" {
+		opts.PrivateSocket = DefaultPrivateSocket
+	}
+	m := &Systemd{opts: opts, log: opts.Logger}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	m.life, m.cancel = context.WithCancel(context.Background())
+	if _, _, err := m.connection(ctx); err != nil {
+		m.cancel()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close closes the D-Bus connection. Units keep running.
+func (m *Systemd) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	m.cancel()
+	if m.conn != nil {
+		m.conn.Close()
+		m.conn, m.sig = nil, nil
+	}
+	return nil
+}
+
+func (m *Systemd) dialOne() (*godbus.Conn, error) {
+	var (
+		c   *godbus.Conn
+		err error
+	)
+	// the connection lives until Close (WithContext ties its lifetime to m.life)
+	if m.opts.UserBus {
+		c, err = godbus.SessionBusPrivate(godbus.WithContext(m.life))
+	} else {
+		c, err = godbus.Dial("unix:path="+m.opts.PrivateSocket, godbus.WithContext(m.life))
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if m.opts.UserBus { // a bus daemon wants Hello; the manager's private socket does not
+		if err := c.Hello(); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+func (m *Systemd) target() string {
+	if m.opts.UserBus {
+		return "session bus"
+	}
+	return m.opts.PrivateSocket
+}
+
+// connection returns a live connection, dialing (with retries bounded by
+// ctx) when there is none or it dropped. The channel is closed when the
+// returned connection drops.
+func (m *Systemd) connection(ctx context.Context) (*sddbus.Conn, <-chan struct{}, error) {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	if m.conn != nil && m.conn.Connected() {
+		c, gone := m.conn, m.sig.Context().Done()
+		m.mu.Unlock()
+		return c, gone, nil
+	}
+	reconnect := m.conn != nil || m.dials.Load() > 0
+	if m.conn != nil {
+		m.log.Info("systemd connection lost, reconnecting", "socket", m.target())
+		m.conn.Close()
+		m.conn, m.sig = nil, nil
+	}
+	m.mu.Unlock()
+
+	// the first connection fails fast (no manager there); a reconnection
+	// retries for a while (the manager may be re-executing itself)
+	var giveUp <-chan time.Time
+	if reconnect {
+		t := time.NewTimer(reconnectWindow)
+		defer t.Stop()
+		giveUp = t.C
+	}
+	delay := 50 * time.Millisecond
+	for {
+		// go-systemd dials twice: first the call connection, then the
+		// signal connection
+		var raws []*godbus.Conn
+		c, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
+			rc, err := m.dialOne()
+			if err == nil {
+				raws = append(raws, rc)
+			}
+			return rc, err
+		})
+		if err == nil && len(raws) != 2 {
+			c.Close()
+			err = fmt.Errorf("unexpected number of D-Bus connections: %d", len(raws))
+		}
+		if err == nil {
+			m.dials.Add(1)
+			m.mu.Lock()
+			if m.closed {
+				m.mu.Unlock()
+				c.Close()
+				return nil, nil, ErrClosed
+			}
+			if m.conn != nil && m.conn.Connected() { // a concurrent caller won
+				c.Close()
+			} else {
+				m.conn, m.sig = c, raws[1]
+			}
+			c, gone := m.conn, m.sig.Context().Done()
+			m.mu.Unlock()
+			return c, gone, nil
+		}
+		if !reconnect {
+			return nil, nil, fmt.Errorf("connect to systemd at %s: %w", m.target(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("connect to systemd at %s: %w (last error: %v)", m.target(), ctx.Err(), err)
+		case <-giveUp:
+			return nil, nil, fmt.Errorf("reconnect to systemd at %s: %w", m.target(), err)
+		case <-time.After(delay):
+		}
+		if delay < time.Second {
+			delay *= 2
+		}
+	}
+}
+
+// call runs f on a live connection and retries once on a fresh connection
+// when f failed because the connection dropped.
+func (m *Systemd) call(ctx context.Context, f func(c *sddbus.Conn) error) error {
+	for attempt := 0; ; attempt++ {
+		c, _, err := m.connection(ctx)
+		if err != nil {
+			return err
+		}
+		err = f(c)
+		if err == nil || attempt > 0 || !connLost(c, err) {
+			return err
+		}
+	}
+}
+
+func connLost(c *sddbus.Conn, err error) bool {
+	return !c.Connected() || errors.Is(err, godbus.ErrClosed) || errors.Is(err, fs.ErrClosed)
+}
+
+func unitName(name string) string { return name + ".service" }
+
+// Install writes the unit file if its content differs, daemon-reloads when
+// it changed and enables the unit.
+func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
+	if err := checkName(svc.Name); err != nil {
+		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
+	}
+	if len(svc.Unit) == 0 {
+		return false, &OpError{Name: svc.Name, Op: "install", Err: fmt.Errorf("%w: empty unit text", ErrInvalid)}
+	}
+	unlock, err := m.locks.lock(ctx, svc.Name)
+	if err != nil {
+		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
+	}
+	defer unlock()
+	unit := unitName(svc.Name)
+	path := filepath.Join(m.opts.UnitDir, unit)
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
+	}
+	changed := err != nil || !bytes.Equal(old, svc.Unit)
+	if changed {
+		if err := os.MkdirAll(m.opts.UnitDir, 0o755); err != nil {
+			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
+		}
+		if err := fsutil.WriteFile(path, svc.Unit, 0o644); err != nil {
+			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
+		}
+		if err := m.daemonReload(ctx); err != nil {
+			return true, &OpError{Name: svc.Name, Op: "install", Err: err}
+		}
+		m.log.Info("unit file written", "unit", unit, "path", path)
+	}
+	var state string
+	err = m.call(ctx, func(c *sddbus.Conn) error {
+		p, err := c.GetUnitPropertyContext(ctx, unit, "UnitFileState")
+		if err == nil {
+			state, _ = p.Value.Value().(string)
+		}
+		return err
+	})
+	if err != nil {
+		return changed, &OpError{Name: svc.Name, Op: "install", Err: mapDBusErr(err)}
+	}
+	// "static" (no [Install] section), "enabled"... need nothing; enable
+	// again after a change so a changed [Install] section is honoured
+	if state == "disabled" || (changed && state == "enabled") {
+		err = m.call(ctx, func(c *sddbus.Conn) error {
+			_, _, err := c.EnableUnitFilesContext(ctx, []string{unit}, false, true)
+			return err
+		})
+		if err != nil {
+			return changed, &OpError{Name: svc.Name, Op: "install", Err: fmt.Errorf("enable: %w", mapDBusErr(err))}
+		}
+		changed = changed || state == "disabled"
+	}
+	return changed, nil
+}
+
+func (m *Systemd) daemonReload(ctx context.Context) error {
+	err := m.call(ctx, func(c *sddbus.Conn) error { return c.ReloadContext(ctx) })
+	if err != nil {
+		return fmt.Errorf("daemon-reload: %w", err)
+	}
+	m.reloads.Add(1)
+	return nil
+}
+
+type jobFunc func(c *sddbus.Conn, ctx context.Context, unit, mode string, ch chan<- string) (int, error)
+
+func (m *Systemd) Start(ctx context.Context, name string) error {
+	return m.job(ctx, "start", name, (*sddbus.Conn).StartUnitContext)
+}
+
+func (m *Systemd) Stop(ctx context.Context, name string) error {
+	return m.job(ctx, "stop", name, (*sddbus.Conn).StopUnitContext)
+}
+
+func (m *Systemd) Reload(ctx context.Context, name string) error {
+	return m.job(ctx, "reload", name, (*sddbus.Conn).ReloadUnitContext)
+}
+
+func (m *Systemd) Restart(ctx context.Context, name string) error {
+	return m.job(ctx, "restart", name, (*sddbus.Conn).RestartUnitContext)
+}
+
+// job queues a job for the unit (mode "replace") and waits for its result.
+func (m *Systemd) job(ctx context.Context, op, name string, f jobFunc) error {
+	if err := checkName(name); err != nil {
+		return &OpError{Name: name, Op: op, Err: err}
+	}
+	unlock, err := m.locks.lock(ctx, name)
+	if err != nil {
+		return &OpError{Name: name, Op: op, Err: err}
+	}
+	defer unlock()
+	return m.jobLocked(ctx, op, name, f)
+}
+
+func (m *Systemd) jobLocked(ctx context.Context, op, name string, f jobFunc) error {
+	unit := unitName(name)
+	t0 := time.Now()
+	limitReset := false
+	for attempt := 0; ; attempt++ {
+		c, gone, err := m.connection(ctx)
+		if err != nil {
+			return &OpError{Name: name, Op: op, Err: err}
+		}
+		ch := make(chan string, 1) // go-systemd sends without blocking on a buffered channel
+		id, err := f(c, ctx, unit, "replace", ch)
+		if err != nil {
+			if attempt == 0 && connLost(c, err) {
+				continue
+			}
+			return &OpError{Name: name, Op: op, Err: mapDBusErr(err)}
+		}
+		var result string
+		select {
+		case result = <-ch:
+		case <-gone:
+			// the job runs on without us: follow it on a new connection
+			result, err = m.followJob(ctx, op, unit, uint32(id))
+			if err != nil {
+				return &OpError{Name: name, Op: op, Err: err}
+			}
+		case <-ctx.Done():
+			return &OpError{Name: name, Op: op, Err: ctx.Err(), State: m.describe(unit)}
+		}
+		if result == "canceled" {
+			m.log.Debug("systemd job replaced by another, checking the outcome", "unit", unit, "op", op)
+			// another job (ours from elsewhere, an admin's, Restart=) replaced
+			// this one: what counts is the state it leaves
+			result = m.settle(ctx, op, unit)
+		}
+		if result == "done" {
+			m.log.Debug("systemd job done", "unit", unit, "op", op, "took", time.Since(t0))
+			return nil
+		}
+		if (op == "start" || op == "restart") && !limitReset && m.serviceResult(ctx, unit) == "start-limit-hit" {
+			// an explicit request from the controller deserves an attempt even
+			// after a burst of restarts: forget the rate limit once and retry
+			limitReset = true
+			m.log.Warn("unit hit its start rate limit, resetting it", "unit", unit)
+			if err := m.call(ctx, func(c *sddbus.Conn) error { return c.ResetFailedUnitContext(ctx, unit) }); err == nil {
+				attempt = -1
+				continue
+			}
+		}
+		if op == "reload" && (result == "invalid" || result == "skipped") {
+			// the reload job met an inactive unit ("invalid" when it was
+			// inactive from the start, "skipped" when it stopped meanwhile)
+			if st, err := m.unitState(ctx, unit); err == nil && !st.Active {
+				return &OpError{Name: name, Op: op, Result: result, State: st.ActiveState + "/" + st.SubState, Err: ErrNotActive}
+			}
+		}
+		return &OpError{Name: name, Op: op, Result: result, State: m.describe(unit), Err: errJobFailed}
+	}
+}
+
+var errJobFailed = errors.New("job did not succeed")
+
+// followJob waits, after the connection dropped, until the unit no longer
+// runs job id, and derives the result from the unit's state.
+func (m *Systemd) followJob(ctx context.Context, op, unit string, id uint32) (string, error) {
+	for {
+		cur, err := m.unitJob(ctx, unit)
+		if err != nil {
+			return "", err
+		}
+		if cur != id {
+			return m.outcome(ctx, op, unit), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// settle waits (bounded by ctx) until the unit has no pending job and
+// returns "done" if its state is what op wanted, else "canceled".
+func (m *Systemd) settle(ctx context.Context, op, unit string) string {
+	for {
+		cur, err := m.unitJob(ctx, unit)
+		if err != nil {
+			return "canceled"
+		}
+		if cur == 0 {
+			if m.outcome(ctx, op, unit) == "done" {
+				return "done"
+			}
+			return "canceled"
+		}
+		select {
+		case <-ctx.Done():
+			return "canceled"
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// unitJob returns the id of the job pending for the unit, 0 when none.
+func (m *Systemd) unitJob(ctx context.Context, unit string) (uint32, error) {
+	var id uint32
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		p, err := c.GetUnitPropertyContext(ctx, unit, "Job")
+		if err != nil {
+			return err
+		}
+		var job struct {
+			ID   uint32
+			Path godbus.ObjectPath
+		}
+		if err := godbus.Store([]any{p.Value.Value()}, &job); err != nil {
+			return err
+		}
+		id = job.ID
+		return nil
+	})
+	return id, mapDBusErr(err)
+}
+
+// outcome tells whether the unit's current state is what op wanted.
+func (m *Systemd) outcome(ctx context.Context, op, unit string) string {
+	st, err := m.unitState(ctx, unit)
+	if err != nil {
+		return "failed"
+	}
+	if op == "stop" {
+		if st.ActiveState == "inactive" || st.ActiveState == "failed" {
+			return "done"
+		}
+	} else if st.Active {
+		return "done"
+	}
+	return "failed"
+}
+
+// serviceResult returns the Service Result property ("" when unknown).
+func (m *Systemd) serviceResult(ctx context.Context, unit string) string {
+	var r string
+	_ = m.call(ctx, func(c *sddbus.Conn) error {
+		p, err := c.GetServicePropertyContext(ctx, unit, "Result")
+		if err == nil {
+			r, _ = p.Value.Value().(string)
+		}
+		return err
+	})
+	return r
+}
+
+// describe renders the unit's state for an error message (best effort).
+func (m *Systemd) describe(unit string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var props map[string]any
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		var err error
+		props, err = c.GetUnitTypePropertiesContext(ctx, unit, "Service")
+		return err
+	})
+	st, err2 := m.unitState(ctx, unit)
+	if err2 != nil {
+		return ""
+	}
+	parts := []string{st.ActiveState + "/" + st.SubState}
+	if err == nil {
+		if r, _ := props["Result"].(string); r != "" && r != "success" {
+			parts = append(parts, "result="+r)
+		}
+		if code, _ := props["ExecMainCode"].(int32); code != 0 {
+			if s, _ := props["ExecMainStatus"].(int32); code == 1 { // CLD_EXITED
+				parts = append(parts, fmt.Sprintf("status=%d", s))
+			} else {
+				parts = append(parts, fmt.Sprintf("signal=%d", s))
+			}
+		}
+		if n, ok := props["NRestarts"].(uint32); ok && n > 0 {
+			parts = append(parts, fmt.Sprintf("restarts=%d", n))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// State reads ActiveState, SubState and MainPID. An unknown unit (no unit
+// file, not running) gives ErrNotFound.
+func (m *Systemd) State(ctx context.Context, name string) (State, error) {
+	if err := checkName(name); err != nil {
+		return State{}, &OpError{Name: name, Op: "state", Err: err}
+	}
+	st, err := m.unitState(ctx, unitName(name))
+	if err != nil {
+		return State{}, &OpError{Name: name, Op: "state", Err: err}
+	}
+	return st, nil
+}
+
+func (m *Systemd) unitState(ctx context.Context, unit string) (State, error) {
+	var props map[string]any
+	var pid uint32
+	err := m.call(ctx, func(c *sddbus.Conn) error {
+		var err error
+		props, err = c.GetUnitPropertiesContext(ctx, unit)
+		if err != nil {
+			return err
+		}
+		if ls, _ := props["LoadState"].(string); ls == "not-found" {
+			return nil
+		}
+		p, err := c.GetServicePropertyContext(ctx, unit, "MainPID")
+		if err != nil {
+			return err
+		}
+		pid, _ = p.Value.Value().(uint32)
+		return nil
+	})
+	if err != nil {
+		return State{}, mapDBusErr(err)
+	}
+	st := State{MainPID: int(pid)}
+	st.ActiveState, _ = props["ActiveState"].(string)
+	st.SubState, _ = props["SubState"].(string)
+	st.Active = st.ActiveState == "active" || st.ActiveState == "reloading"
+	if ls, _ := props["LoadState"].(string); ls == "not-found" && !st.Active && st.ActiveState != "deactivating" {
+		return State{}, ErrNotFound
+	}
+	return st, nil
+}
+
+// Remove stops the unit if it runs, disables it, deletes its file and
+// daemon-reloads. An unknown unit is not an error.
+func (m *Systemd) Remove(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return &OpError{Name: name, Op: "remove", Err: err}
+	}
+	unlock, err := m.locks.lock(ctx, name)
+	if err != nil {
+		return &OpError{Name: name, Op: "remove", Err: err}
+	}
+	defer unlock()
+	unit := unitName(name)
+	path := filepath.Join(m.opts.UnitDir, unit)
+	_, statErr := os.Lstat(path)
+	fileExists := statErr == nil
+
+	st, err := m.unitState(ctx, unit)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		if !fileExists {
+			return nil
+		}
+	case err != nil:
+		return &OpError{Name: name, Op: "remove", Err: err}
+	case st.ActiveState != "inactive" && st.ActiveState != "failed":
+		if err := m.jobLocked(ctx, "stop", name, (*sddbus.Conn).StopUnitContext); err != nil &&
+			!errors.Is(err, ErrNotFound) {
+			return &OpError{Name: name, Op: "remove", Err: err}
+		}
+	}
+	if fileExists {
+		err := m.call(ctx, func(c *sddbus.Conn) error {
+			_, err := c.DisableUnitFilesContext(ctx, []string{unit}, false)
+			return err
+		})
+		if err != nil {
+			// not fatal: the file goes away anyway; a dangling .wants link is
+			// ignored by systemd
+			m.log.Warn("disable unit failed", "unit", unit, "err", err)
+		}
+		if err := fsutil.Remove(path); err != nil {
+			return &OpError{Name: name, Op: "remove", Err: err}
+		}
+	}
+	if err := m.daemonReload(ctx); err != nil {
+		return &OpError{Name: name, Op: "remove", Err: err}
+	}
+	// forget a failed state so the unit does not linger in listings
+	_ = m.call(ctx, func(c *sddbus.Conn) error { return c.ResetFailedUnitContext(ctx, unit) })
+	m.log.Info("unit removed", "unit", unit)
+	return nil
+}
+
+// mapDBusErr translates systemd's D-Bus errors into the package sentinels.
+func mapDBusErr(err error) error {
+	var de godbus.Error
+	if !errors.As(err, &de) {
+		var pde *godbus.Error
+		if !errors.As(err, &pde) {
+			return err
+		}
+		de = *pde
+	}
+	switch de.Name {
+	case "org.freedesktop.systemd1.NoSuchUnit":
+		return fmt.Errorf("%w: %v", ErrNotFound, err)
+	case "org.freedesktop.systemd1.UnitInactive":
+		return fmt.Errorf("%w: %v", ErrNotActive, err)
+	}
+	return err
+}
+
+// keyedLocks serializes operations per service name; waiting honours ctx.
+type keyedLocks struct {
+	mu sync.Mutex // guards m
+	m  map[string]*keyedLock
+}
+
+type keyedLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (k *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
+	k.mu.Lock()
+	if k.m == nil {
+		k.m = make(map[string]*keyedLock)
+	}
+	l := k.m[key]
+	if l == nil {
+		l = &keyedLock{ch: make(chan struct{}, 1)}
+		k.m[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+	release := func() {
+		k.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(k.m, key)
+		}
+		k.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}
