@@ -16,23 +16,20 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/execx"
+	"github.com/octavia-go/amphora-agent/netns"
 )
 
 // Inventory is what the information endpoints report about the load
-// balancers configured on this amphora.
+// balancers configured on this amphora (haproxy.Manager).
 type Inventory interface {
-	// ListenerIDs returns every listener id (haproxy frontends of every
-	// load balancer and keepalived-LVS listeners), sorted, without duplicates.
-	ListenerIDs(ctx context.Context) []string
-	// RunningLoadBalancers counts load balancers whose haproxy runs.
-	RunningLoadBalancers(ctx context.Context) int
-	// RunningLVSListeners counts LVS listeners whose keepalived runs.
-	RunningLVSListeners(ctx context.Context) int
+	// ListenerIDs returns every listener id of every load balancer, sorted.
+	ListenerIDs() []string
+	// RunningLoadBalancers returns the load balancers whose haproxy runs.
+	RunningLoadBalancers(ctx context.Context) []string
 }
 
 // Info gathers what /1.0/info and /1.0/details report. Package versions
@@ -196,9 +193,8 @@ func (i *Info) Details(ctx context.Context) (*detailsBodyJSON, error) {
 		IPVSAdmVersion:      sum.IPVSAdmVersion,
 	}
 	if inv := i.Inventory; inv != nil {
-		d.Listeners = inv.ListenerIDs(ctx)
-		d.HAProxyCount = inv.RunningLoadBalancers(ctx)
-		d.LVSProcessCount = inv.RunningLVSListeners(ctx)
+		d.Listeners = inv.ListenerIDs()
+		d.HAProxyCount = len(inv.RunningLoadBalancers(ctx))
 	}
 	return d, nil
 }
@@ -388,22 +384,17 @@ func tunedProfiles(root string) string {
 
 // networks reports byte counters of the eth* links in the data-plane
 // namespace. A missing namespace is reported as no networks; it is never
-// created here.
+// created here (GAPS D1).
 func (i *Info) networks() map[string]netStats {
 	out := map[string]netStats{}
-	ns, err := netns.GetFromName(i.config.Current().Namespace)
+	ns, err := netns.OpenNamespace(i.config.Current().Namespace)
 	if err != nil {
 		return out
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return out
-	}
-	defer h.Close()
 	var links []netlink.Link
 	for range 5 {
-		if links, err = h.LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+		if links, err = ns.Handle().LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
 			break
 		}
 	}

@@ -38,6 +38,8 @@ type Deps struct {
 	Certs  *certs.Store
 	Log    *slog.Logger
 	Info   *Info
+	LBs    LoadBalancers
+	Net    Network
 	// Version is the agent's own version string, reported by /1.0/details.
 	Version string
 }
@@ -70,6 +72,8 @@ func New(d Deps) *Server {
 	v.GET("/details", s.getDetails)
 	v.PUT("/config", s.putConfig)
 	v.PUT("/certificate", s.putCertificate)
+	s.routeLoadBalancers(v)
+	s.routeNetwork(v)
 	s.engine = e
 	return s
 }

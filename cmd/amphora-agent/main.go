@@ -36,6 +36,8 @@ func commands() []command {
 	return []command{
 		{"serve", "run the agent (the default when no subcommand is given)", runServe},
 		{"version", "print the agent version", runVersion},
+		{"heartbeat", "--print: show the heartbeat message the agent would send now", runHeartbeat},
+		{"interface", "up|down <name|all>: apply the plugged interfaces (boot-time restore)", runInterface},
 	}
 }
 

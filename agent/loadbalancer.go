@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
+)
+
+// LoadBalancers is the haproxy side of the amphora (haproxy.Manager).
+type LoadBalancers interface {
+	Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error)
+	Config(lbID string) ([]byte, error)
+	Action(ctx context.Context, lbID, action string) (string, error)
+	Delete(ctx context.Context, lbID string) error
+	Listeners(ctx context.Context) []haproxy.ListenerStatus
+	PutCertificate(ctx context.Context, lbID, name string, body io.Reader, limit int64) (string, error)
+	CertificateMD5(lbID, name string) (string, error)
+	DeleteCertificate(ctx context.Context, lbID, name string) error
+}
+
+// The load-balancer routes share their path shapes
+// (/loadbalancer/<amphora>/<lb>/haproxy and
+// /loadbalancer/<lb>/certificates/<file>), so they are registered with
+// neutral parameter names and dispatched here.
+func (s *Server) routeLoadBalancers(v *gin.RouterGroup) {
+	if s.LBs == nil {
+		return
+	}
+	v.PUT("/loadbalancer/:a/:b/:c", func(c *gin.Context) {
+		switch {
+		case c.Param("c") == "haproxy":
+			s.putHAProxyConfig(c, c.Param("a"), c.Param("b"))
+		case c.Param("b") == "certificates":
+			s.putLBCertificate(c, c.Param("a"), c.Param("c"))
+		default:
+			generic(c, http.StatusNotFound, notFoundText)
+		}
+	})
+	v.GET("/loadbalancer/:a/:b/:c", func(c *gin.Context) {
+		if c.Param("b") != "certificates" {
+			generic(c, http.StatusNotFound, notFoundText)
+			return
+		}
+		s.getLBCertificate(c, c.Param("a"), c.Param("c"))
+	})
+	v.DELETE("/loadbalancer/:a/:b/:c", func(c *gin.Context) {
+		if c.Param("b") != "certificates" {
+			generic(c, http.StatusNotFound, notFoundText)
+			return
+		}
+		s.deleteLBCertificate(c, c.Param("a"), c.Param("c"))
+	})
+	v.GET("/loadbalancer/:a/:b", func(c *gin.Context) {
+		if c.Param("b") != "haproxy" {
+			generic(c, http.StatusNotFound, notFoundText)
+			return
+		}
+		s.getHAProxyConfig(c, c.Param("a"))
+	})
+	v.PUT("/loadbalancer/:a/:b", func(c *gin.Context) { s.lbAction(c, c.Param("a"), c.Param("b")) })
+	v.DELETE("/listeners/:id", s.deleteListener)
+	v.GET("/listeners", s.getListeners)
+}
+
+func badID(c *gin.Context) {
+	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: "ids must be UUIDs"})
+}
+
+func lbNotFound(c *gin.Context, lbID string) {
+	writeJSON(c, http.StatusNotFound, detailsBody{Message: "Loadbalancer Not Found", Details: "No loadbalancer with UUID: " + lbID})
+}
+
+func (s *Server) putHAProxyConfig(c *gin.Context, amphoraID, lbID string) {
+	if !fsutil.ValidID(amphoraID) || !fsutil.ValidID(lbID) {
+		badID(c)
+		return
+	}
+	body, err := readBody(c, s.Config.Current().MaxBodySize)
+	if err != nil {
+		s.bodyError(c, err)
+		return
+	}
+	sum, err := s.LBs.Upload(c.Request.Context(), amphoraID, lbID, body)
+	var ve *haproxy.ValidationError
+	var ae *haproxy.ActionError
+	switch {
+	case err == nil:
+		withETag(c, sum)
+		ok(c, http.StatusAccepted)
+	case errors.As(err, &ve):
+		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: ve.Output})
+	case errors.As(err, &ae):
+		s.Log.Error("haproxy service install failed", "lb_id", lbID, "err", err)
+		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+	case errors.Is(err, haproxy.ErrBadID):
+		badID(c)
+	default:
+		s.internalError(c, err)
+	}
+}
+
+func (s *Server) getHAProxyConfig(c *gin.Context, lbID string) {
+	data, err := s.LBs.Config(lbID)
+	switch {
+	case errors.Is(err, haproxy.ErrBadID):
+		badID(c)
+	case errors.Is(err, haproxy.ErrNotFound):
+		lbNotFound(c, lbID)
+	case err != nil:
+		s.internalError(c, err)
+	default:
+		withETag(c, fsutil.MD5Hex(data))
+		c.Data(http.StatusOK, "text/plain; charset=UTF-8", data)
+	}
+}
+
+func (s *Server) lbAction(c *gin.Context, lbID, action string) {
+	details, err := s.LBs.Action(c.Request.Context(), lbID, action)
+	var ae *haproxy.ActionError
+	switch {
+	case err == nil:
+		okDetails(c, http.StatusAccepted, details)
+	case errors.Is(err, haproxy.ErrUnknownAction):
+		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid Request", Details: "Unknown action: " + action})
+	case errors.Is(err, haproxy.ErrBadID):
+		badID(c)
+	case errors.Is(err, haproxy.ErrNotFound):
+		lbNotFound(c, lbID)
+	case errors.As(err, &ae):
+		s.Log.Error("haproxy action failed", "lb_id", lbID, "action", action, "err", err)
+		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+	default:
+		s.internalError(c, err)
+	}
+}
+
+func (s *Server) deleteListener(c *gin.Context) {
+	id := c.Param("id")
+	err := s.LBs.Delete(c.Request.Context(), id)
+	var ae *haproxy.ActionError
+	switch {
+	case err == nil:
+		ok(c, http.StatusOK)
+	case errors.Is(err, haproxy.ErrBadID):
+		badID(c)
+	case errors.As(err, &ae):
+		s.Log.Error("load balancer delete failed", "lb_id", id, "err", err)
+		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+	default:
+		s.internalError(c, err)
+	}
+}
+
+func (s *Server) getListeners(c *gin.Context) {
+	writeJSON(c, http.StatusOK, s.LBs.Listeners(c.Request.Context()))
+}
+
+func (s *Server) certError(c *gin.Context, err error, lbID, name string) {
+	switch {
+	case errors.Is(err, haproxy.ErrBadFilename):
+		writeJSON(c, http.StatusBadRequest, okBody{Message: "Filename has wrong format"})
+	case errors.Is(err, haproxy.ErrBadID):
+		badID(c)
+	case errors.Is(err, haproxy.ErrCertNotFound):
+		writeJSON(c, http.StatusNotFound, detailsBody{Message: "Certificate Not Found", Details: "No certificate with filename: " + name})
+	case errors.Is(err, fsutil.ErrTooLarge):
+		s.bodyError(c, errBodyTooLarge)
+	default:
+		s.internalError(c, err)
+	}
+}
+
+func (s *Server) putLBCertificate(c *gin.Context, lbID, name string) {
+	sum, err := s.LBs.PutCertificate(c.Request.Context(), lbID, name, c.Request.Body, s.Config.Current().MaxBodySize)
+	if err != nil {
+		s.certError(c, err, lbID, name)
+		return
+	}
+	withETag(c, sum)
+	ok(c, http.StatusOK)
+}
+
+func (s *Server) getLBCertificate(c *gin.Context, lbID, name string) {
+	sum, err := s.LBs.CertificateMD5(lbID, name)
+	if err != nil {
+		s.certError(c, err, lbID, name)
+		return
+	}
+	withETag(c, sum)
+	writeJSON(c, http.StatusOK, struct {
+		MD5 string `json:"md5sum"`
+	}{sum})
+}
+
+func (s *Server) deleteLBCertificate(c *gin.Context, lbID, name string) {
+	if err := s.LBs.DeleteCertificate(c.Request.Context(), lbID, name); err != nil {
+		s.certError(c, err, lbID, name)
+		return
+	}
+	ok(c, http.StatusOK)
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+
+	"github.com/octavia-go/amphora-agent/agent/config"
+	"github.com/octavia-go/amphora-agent/agent/heartbeat"
+	"github.com/octavia-go/amphora-agent/haproxy"
+)
+
+// heartbeatSource feeds the heartbeat sender: the load balancers whose
+// haproxy runs (as the service manager sees it) and the keepalived gate.
+type heartbeatSource struct {
+	cfg *config.Store
+	lbs *haproxy.Manager
+}
+
+func (s heartbeatSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
+	ids := s.lbs.RunningLoadBalancers(ctx)
+	out := make([]heartbeat.LB, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, heartbeat.LB{ID: id, StatsSocket: s.lbs.SocketPath(id)})
+	}
+	return out, nil
+}
+
+func (s heartbeatSource) KeepalivedGate(context.Context) (bool, string) {
+	vrrp := filepath.Join(s.cfg.Current().BasePath, "vrrp")
+	return heartbeat.CheckKeepalived(filepath.Join(vrrp, "octavia-keepalived.conf"), filepath.Join(vrrp, "octavia-keepalived.pid"))
+}
+
+// runHeartbeat is the operator's view of the heartbeat:
+// "amphora-agent heartbeat --print" shows the message the agent would
+// send now, decoded, without sending it or touching the counters.
+func runHeartbeat(ctx context.Context, g *globals, args []string) error {
+	var print bool
+	if _, err := subFlags(g, "heartbeat", args, func(fs *flag.FlagSet) {
+		fs.BoolVar(&print, "print", false, "print the heartbeat message the agent would send now, as indented JSON")
+	}); err != nil {
+		return err
+	}
+	if !print {
+		return exitError{code: 2, msg: "usage: amphora-agent [--config-file FILE] heartbeat --print"}
+	}
+	cfg, log, err := loadConfig(g)
+	if err != nil {
+		return err
+	}
+	store := config.NewStore(cfg)
+	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	src := heartbeatSource{cfg: store, lbs: lbs}
+	if skip, reason := src.KeepalivedGate(ctx); skip {
+		fmt.Fprintf(g.stderr, "note: the agent is not sending heartbeats now: %s\n", reason)
+	}
+	if len(cfg.ControllerIPPortList) == 0 {
+		fmt.Fprintln(g.stderr, "note: [health_manager] controller_ip_port_list is empty: nothing is sent")
+	}
+	msg, err := heartbeat.New(store, src, log).Build(ctx)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return err
+		}
+		return fmt.Errorf("build heartbeat: %w", err)
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, msg, "", "  "); err != nil {
+		return err
+	}
+	out.WriteByte('\n')
+	_, err = g.stdout.Write(out.Bytes())
+	return err
+}
