@@ -1,0 +1,342 @@
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/octavia-go/amphora-agent/internal/execx"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// requireRoot skips kernel tests when the process cannot create network
+// namespaces, or when iproute2 (used to build the test topology) is absent.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and veths")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("iproute2 'ip' is not installed (used to build the test topology)")
+	}
+}
+
+func requireNft(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat("/usr/sbin/nft"); err != nil {
+		t.Skip("nftables 'nft' is not installed (/usr/sbin/nft)")
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
+
+func randMAC() string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+func run(t *testing.T, argv ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := execx.Run(ctx, argv...)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return string(out)
+}
+
+// tryRun runs a cleanup command, ignoring failures (the object may be gone).
+func tryRun(argv ...string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, _ = execx.Run(ctx, argv...)
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newTestManager returns a Manager on a private data-plane namespace
+// (tnA-<random>) with all its files in a temporary directory. The
+// namespace is deleted at cleanup.
+func newTestManager(t *testing.T, topology string, opts ...func(*Config)) (*Manager, string) {
+	t.Helper()
+	dir := t.TempDir()
+	name := "tnA-" + randHex(4)
+	rescan := filepath.Join(dir, "pci-rescan")
+	if err := os.WriteFile(rescan, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Namespace:             name,
+		NetworkDir:            filepath.Join(dir, "interfaces"),
+		PluggedInterfacesFile: filepath.Join(dir, "plugged_interfaces"),
+		RulesFile:             filepath.Join(dir, "nftables-vip.rules"),
+		PCIRescanPath:         rescan,
+		PCIRescanInterval:     time.Hour,
+		DHClientPath:          filepath.Join(dir, "no-dhclient"),
+		AdvertiseInterval:     50 * time.Millisecond,
+		Topology:              func() string { return topology },
+		Logger:                slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m := New(cfg)
+	t.Cleanup(func() {
+		if err := DeleteNamespace(name); err != nil {
+			t.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	return m, name
+}
+
+// newPeerNS creates a namespace (prefix-<random>) standing for a Neutron
+// network: it holds the peer ends of the hot-plugged veths.
+func newPeerNS(t *testing.T, prefix string) string {
+	t.Helper()
+	name := prefix + randHex(4)
+	run(t, "ip", "netns", "add", name)
+	t.Cleanup(func() { tryRun("ip", "netns", "del", name) })
+	run(t, "ip", "-n", name, "link", "set", "lo", "up")
+	return name
+}
+
+// hotplug simulates Nova attaching a port: a veth with the port's MAC
+// appears in the root namespace; its peer (peerIf) sits in peerNS, up.
+// It returns the root-side name.
+func hotplug(t *testing.T, mac, peerNS, peerIf string) string {
+	t.Helper()
+	root := "tnh" + randHex(4)
+	run(t, "ip", "link", "add", root, "address", mac, "type", "veth", "peer", "name", peerIf, "netns", peerNS)
+	t.Cleanup(func() {
+		// deleting either end removes the pair, wherever the agent moved it
+		tryRun("ip", "-n", peerNS, "link", "del", peerIf)
+		tryRun("ip", "link", "del", root)
+	})
+	run(t, "ip", "-n", peerNS, "link", "set", peerIf, "up")
+	return root
+}
+
+func openNS(t *testing.T, name string) *Namespace {
+	t.Helper()
+	ns, err := OpenNamespace(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	return ns
+}
+
+func linkIn(t *testing.T, ns *Namespace, name string) netlink.Link {
+	t.Helper()
+	l, err := ns.Handle().LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s in %s: %v", name, ns.Name(), err)
+	}
+	return l
+}
+
+// globalAddrs lists the addresses of a link except IPv6 link-local ones.
+func globalAddrs(t *testing.T, ns *Namespace, ifname string) []string {
+	t.Helper()
+	l := linkIn(t, ns, ifname)
+	addrs, err := ns.Handle().AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		out = append(out, a.IPNet.String())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// staticRoutes lists the static-protocol routes of a link, all tables, as
+// "dst via gw src s table n" strings.
+func staticRoutes(t *testing.T, ns *Namespace, ifname string) []string {
+	t.Helper()
+	l := linkIn(t, ns, ifname)
+	routes, err := ns.Handle().RouteListFiltered(netlink.FAMILY_ALL,
+		&netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Protocol != unix.RTPROT_STATIC {
+			continue
+		}
+		k := routeKeyOf(r)
+		s := k.dst
+		if k.gw != "" {
+			s += " via " + k.gw
+		}
+		if k.src != "" {
+			s += " src " + k.src
+		}
+		s += fmt.Sprintf(" table %d", k.table)
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sourceRules lists the policy rules with a source, as "from s/n lookup t prio p proto x".
+func sourceRules(t *testing.T, ns *Namespace) []string {
+	t.Helper()
+	rules, err := ns.Handle().RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rules {
+		if r.Src == nil {
+			continue
+		}
+		out = append(out, fmt.Sprintf("from %s lookup %d prio %d proto %d", r.Src, r.Table, r.Priority, r.Protocol))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// masqRules counts, per chain of the masquerade table, the rules tagged
+// with ifname.
+func masqRules(t *testing.T, ns *Namespace, ipv6 bool, ifname string) map[string]int {
+	t.Helper()
+	c, err := nftables.New(nftables.WithNetNSFd(ns.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fam := nftables.TableFamilyIPv4
+	if ipv6 {
+		fam = nftables.TableFamilyIPv6
+	}
+	out := map[string]int{}
+	chains, err := c.ListChainsOfTableFamily(fam)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != masqTableName(ipv6) {
+			continue
+		}
+		rules, err := c.GetRules(ch.Table, ch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rules {
+			if ruleTag(r) == ifname {
+				out[ch.Name]++
+			}
+		}
+	}
+	return out
+}
+
+// serveHTTP serves, inside namespace ns, on addr; the body tells which
+// local and remote addresses the server saw.
+func serveHTTP(t *testing.T, ns *Namespace, addr string) {
+	t.Helper()
+	var ln net.Listener
+	err := ns.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns.Name(), err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+			fmt.Fprintf(w, "local=%s remote=%s", local, r.RemoteAddr)
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+}
+
+// httpGet fetches url from namespace ns with source address src ("" =
+// kernel's choice) and returns the body. The connection is dialled
+// synchronously inside ns (no dial outlives the call).
+func httpGet(ns *Namespace, src, url string, timeout time.Duration) (string, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	var conn net.Conn
+	err = ns.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		if src != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
+		}
+		var err error
+		conn, err = d.Dial("tcp", req.URL.Host)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	used := false
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			if used {
+				return nil, errors.New("connection already used")
+			}
+			used = true
+			return conn, nil
+		},
+	}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: timeout, Transport: tr}
+	resp, err := client.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
