@@ -37,6 +37,7 @@ func commands() []command {
 		{"serve", "run the agent (the default when no subcommand is given)", runServe},
 		{"version", "print the agent version", runVersion},
 		{"heartbeat", "--print: show the heartbeat message the agent would send now", runHeartbeat},
+		{"status", "show what the agent sees: configuration, load balancers, VRRP, interfaces, heartbeat", runStatus},
 		{"interface", "up|down <name|all>: apply the plugged interfaces (boot-time restore)", runInterface},
 	}
 }

@@ -3,8 +3,10 @@ package testutil
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -203,6 +205,18 @@ func StartAgent(t testing.TB, o Options) *Agent {
 			"amphora_udp_driver": "keepalived_lvs", "agent_tls_protocol": "TLSv1.2",
 		},
 		"controller_worker": {"loadbalancer_topology": "SINGLE"},
+	}
+	// Never touch the host's amphora-haproxy: every agent gets its own
+	// data-plane namespace (the agent creates it at start), removed when
+	// the test ends, after the agent has stopped.
+	if _, ok := o.Options["amphora_agent/network_namespace"]; !ok {
+		var rnd [4]byte
+		if _, err := rand.Read(rnd[:]); err != nil {
+			t.Fatal(err)
+		}
+		ns := "tagent-" + hex.EncodeToString(rnd[:])
+		sections["amphora_agent"]["network_namespace"] = ns
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
 	}
 	for k, v := range o.Options {
 		sec, opt, ok := strings.Cut(k, "/")
