@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/gin-gonic/gin"
 
@@ -39,26 +40,26 @@ func (s *Server) routeLoadBalancers(v *gin.RouterGroup) {
 		case c.Param("b") == "certificates":
 			s.putLBCertificate(c, c.Param("a"), c.Param("c"))
 		default:
-			generic(c, http.StatusNotFound, notFoundText)
+			unroutable(c)
 		}
 	})
 	v.GET("/loadbalancer/:a/:b/:c", func(c *gin.Context) {
 		if c.Param("b") != "certificates" {
-			generic(c, http.StatusNotFound, notFoundText)
+			unroutable(c)
 			return
 		}
 		s.getLBCertificate(c, c.Param("a"), c.Param("c"))
 	})
 	v.DELETE("/loadbalancer/:a/:b/:c", func(c *gin.Context) {
 		if c.Param("b") != "certificates" {
-			generic(c, http.StatusNotFound, notFoundText)
+			unroutable(c)
 			return
 		}
 		s.deleteLBCertificate(c, c.Param("a"), c.Param("c"))
 	})
 	v.GET("/loadbalancer/:a/:b", func(c *gin.Context) {
 		if c.Param("b") != "haproxy" {
-			generic(c, http.StatusNotFound, notFoundText)
+			unroutable(c)
 			return
 		}
 		s.getHAProxyConfig(c, c.Param("a"))
@@ -66,6 +67,26 @@ func (s *Server) routeLoadBalancers(v *gin.RouterGroup) {
 	v.PUT("/loadbalancer/:a/:b", func(c *gin.Context) { s.lbAction(c, c.Param("a"), c.Param("b")) })
 	v.DELETE("/listeners/:id", s.deleteListener)
 	v.GET("/listeners", s.getListeners)
+	// The router sees the decoded path: an id or a file name holding an
+	// encoded '/' ("..%2Fx.pem") arrives as extra path segments. (Only
+	// DELETE under /listeners: the LVS listener routes live there for
+	// GET and PUT, and a catch-all must be a node's only child.)
+	v.Any("/loadbalancer/:a/:b/:c/*rest", unroutable)
+	v.DELETE("/listeners/:id/*rest", unroutable)
+}
+
+// unroutable answers a load-balancer path that matches no endpoint: 400
+// when the client encoded a '/' into an id or a file name (it is invalid
+// input, not an unknown endpoint), else the generic 404 the controller
+// reads as "not implemented".
+func unroutable(c *gin.Context) {
+	raw, _, _ := strings.Cut(c.Request.RequestURI, "?")
+	if strings.Contains(strings.ToLower(raw), "%2f") {
+		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request",
+			Details: "ids and file names must not contain '/'"})
+		return
+	}
+	generic(c, http.StatusNotFound, notFoundText)
 }
 
 func badID(c *gin.Context) {
