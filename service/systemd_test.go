@@ -1,69 +1,42 @@
 package service
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-const sduScript = "/work/shared/testenv/systemd-user.sh"
-
-// userManager is a private systemd --user manager started with
-// systemd-user.sh (a real systemd, reachable over its private socket).
+// userManager is a private, real systemd manager (testutil), reached over
+// its private socket or its session bus.
 type userManager struct {
-	dir string
+	*testutil.SystemdManager
 	env map[string]string
 }
 
 func startUserManager(t *testing.T) *userManager {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("systemd-user.sh needs root (mount namespace, cgroups)")
-	}
-	if _, err := os.Stat("/lib/systemd/systemd"); err != nil {
-		t.Skip("systemd binary /lib/systemd/systemd not installed: no manager to test against")
-	}
-	if _, err := os.Stat(sduScript); err != nil {
-		t.Skip("test helper " + sduScript + " not found")
-	}
-	um := &userManager{dir: "/run/lbt-svc-" + randSuffix(t), env: map[string]string{}}
-	out, err := exec.Command(sduScript, "start", um.dir).CombinedOutput()
-	t.Cleanup(func() {
-		if out, err := exec.Command(sduScript, "clean", um.dir).CombinedOutput(); err != nil {
-			t.Errorf("systemd-user.sh clean: %v: %s", err, out)
-		}
-	})
-	if err != nil {
-		t.Fatalf("systemd-user.sh start: %v: %s", err, out)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "export "), "="); ok {
-			um.env[k] = v
-		}
-	}
-	for _, k := range []string{"XDG_RUNTIME_DIR", "SYSTEMD_UNIT_DIR", "DBUS_SESSION_BUS_ADDRESS"} {
-		if um.env[k] == "" {
-			t.Fatalf("systemd-user.sh did not export %s: %s", k, out)
-		}
-	}
-	return um
+	m := testutil.StartSystemdManager(t)
+	return &userManager{SystemdManager: m, env: map[string]string{
+		"XDG_RUNTIME_DIR":          filepath.Join(m.Dir, "run"),
+		"SYSTEMD_UNIT_DIR":         m.UnitDir,
+		"DBUS_SESSION_BUS_ADDRESS": "unix:path=" + filepath.Join(m.Dir, "run", "bus"),
+	}}
 }
 
 func (um *userManager) systemctl(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(sduScript, append([]string{"systemctl", um.dir}, args...)...).CombinedOutput()
+	out, err := um.Systemctl(args...)
 	if err != nil {
 		t.Fatalf("systemctl %v: %v: %s", args, err, out)
 	}
-	return string(out)
+	return out
 }
 
 func (um *userManager) connect(t *testing.T) *Systemd {
