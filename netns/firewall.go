@@ -132,6 +132,13 @@ func RenderFirewallRules(ifname string, rules []FirewallRule) string {
 	b.WriteString("      icmpv6 type { nd-neighbor-solicit, nd-router-advert, nd-neighbor-advert, packet-too-big, destination-unreachable } accept\n")
 	b.WriteString("      udp sport 67 udp dport 68 accept\n")
 	b.WriteString("      udp sport 547 udp dport 546 accept\n")
+	// Member (non-SR-IOV) interfaces carry the masquerade script's TCP
+	// notrack rules, so replies to haproxy's connections to members arrive
+	// untracked and the vmap above cannot accept them: without this line
+	// every member behind a non-SR-IOV member network is unreachable once
+	// an allow-list is loaded. Opening segments (SYN without ACK) are
+	// still dropped, so only replies pass, as conntrack would decide.
+	fmt.Fprintf(&b, "      iifname != %q ct state untracked tcp flags & (syn | ack) != syn accept\n", ifname)
 	fmt.Fprintf(&b, "      iifname %q goto %s\n", ifname, nftVIPChain)
 	b.WriteString("  }\n")
 	fmt.Fprintf(&b, "  chain %s {\n", nftVIPChain)

@@ -34,8 +34,8 @@ type Config struct {
 	// ACTIVE_STANDBY) when a VIP file is written; nil means SINGLE. Pass
 	// e.g. func() string { return store.Current().LoadBalancerTopology }.
 	Topology func() string
-	// PCIRescanPath is poked when a MAC is not found (/sys/bus/pci/rescan;
-	// only if the file exists).
+	// PCIRescanPath is poked when a MAC is not found (normally
+	// /sys/bus/pci/rescan; only if the file exists; "" disables it).
 	PCIRescanPath string
 	// PCIRescanInterval rate-limits the rescan (10s).
 	PCIRescanInterval time.Duration
@@ -66,9 +66,6 @@ func (c *Config) defaults() {
 	}
 	if c.RulesFile == "" {
 		c.RulesFile = "/var/lib/octavia/nftables-vip.rules"
-	}
-	if c.PCIRescanPath == "" {
-		c.PCIRescanPath = "/sys/bus/pci/rescan"
 	}
 	if c.PCIRescanInterval == 0 {
 		c.PCIRescanInterval = 10 * time.Second

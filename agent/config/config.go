@@ -74,6 +74,7 @@ type Config struct {
 	Namespace       string // data-plane network namespace, amphora-haproxy
 	SystemdUnitDir  string // where unit files are written, /usr/lib/systemd/system
 	UserGroupConfig string // haproxy user/group snippet, /var/lib/octavia/haproxy-default-user-group.conf
+	PCIRescanPath   string // poked when a plugged MAC is not found yet; "" disables
 
 	// [controller_worker] (mutable)
 	LoadBalancerTopology string
@@ -103,6 +104,7 @@ func Defaults() *Config {
 		Namespace:                 "amphora-haproxy",
 		SystemdUnitDir:            "/usr/lib/systemd/system",
 		UserGroupConfig:           "/var/lib/octavia/haproxy-default-user-group.conf",
+		PCIRescanPath:             "/sys/bus/pci/rescan",
 		LoadBalancerTopology:      TopologySingle,
 	}
 }
@@ -233,6 +235,7 @@ var options = []option{
 	{"amphora_agent", "network_namespace", kString, func(c *Config, v any) { c.Namespace = v.(string) }},
 	{"amphora_agent", "systemd_unit_dir", kString, func(c *Config, v any) { c.SystemdUnitDir = v.(string) }},
 	{"amphora_agent", "haproxy_user_group_config", kString, func(c *Config, v any) { c.UserGroupConfig = v.(string) }},
+	{"amphora_agent", "pci_rescan_path", kString, func(c *Config, v any) { c.PCIRescanPath = v.(string) }},
 
 	{"controller_worker", "loadbalancer_topology", kTopology, func(c *Config, v any) { c.LoadBalancerTopology = v.(string) }},
 }

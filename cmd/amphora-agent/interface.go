@@ -22,6 +22,7 @@ func network(store *config.Store, log *slog.Logger) *netns.Manager {
 		PluggedInterfacesFile: filepath.Join(cfg.BasePath, "plugged_interfaces"),
 		RulesFile:             filepath.Join(cfg.BasePath, "nftables-vip.rules"),
 		Topology:              func() string { return store.Current().LoadBalancerTopology },
+		PCIRescanPath:         cfg.PCIRescanPath,
 		Logger:                log,
 	})
 }

@@ -218,6 +218,12 @@ func StartAgent(t testing.TB, o Options) *Agent {
 		sections["amphora_agent"]["network_namespace"] = ns
 		t.Cleanup(func() { _ = exec.Command("ip", "netns", "delete", ns).Run() })
 	}
+	// A MAC not found yet pokes a PCI rescan: never the host's real one.
+	rescan := filepath.Join(o.Dir, "pci-rescan")
+	if err := os.WriteFile(rescan, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sections["amphora_agent"]["pci_rescan_path"] = rescan
 	for k, v := range o.Options {
 		sec, opt, ok := strings.Cut(k, "/")
 		if !ok {

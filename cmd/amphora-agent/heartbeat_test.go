@@ -1,0 +1,523 @@
+package main
+
+// End-to-end tests of the heartbeat through the real agent binary: real
+// haproxy (builtin supervisor) in a data-plane namespace the test
+// creates, with member HTTP servers inside it on loopback addresses; the
+// heartbeats go to UDP receivers on 127.0.0.1 and [::1] and are decoded
+// with the Octavia controller's own status_message.unwrap_envelope
+// (python3-octavia).
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
+)
+
+func hbUUID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// hbDecoderScript decodes heartbeats with the controller's own code, one
+// JSON request per line: {"pkt": base64, "key": "..."} ->
+// {"ok": true, "msg": {...}, "order": [top-level keys]} or {"ok": false, "error": "..."}.
+const hbDecoderScript = `
+import base64, json, sys, warnings
+warnings.filterwarnings('ignore')
+from octavia.amphorae.backends.health_daemon import status_message
+for line in sys.stdin:
+    req = json.loads(line)
+    try:
+        obj = status_message.unwrap_envelope(base64.b64decode(req['pkt']), req['key'])
+        out = {'ok': True, 'msg': obj, 'order': list(obj.keys())}
+    except Exception as e:
+        out = {'ok': False, 'error': '%s: %s' % (type(e).__name__, e)}
+    sys.stdout.write(json.dumps(out) + '\n')
+    sys.stdout.flush()
+`
+
+// hbDecoder is a long-running /usr/bin/python3 with Octavia's decoder.
+type hbDecoder struct {
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	in     io.WriteCloser
+	out    *bufio.Reader
+	stderr bytes.Buffer
+}
+
+func hbStartDecoder(t *testing.T) *hbDecoder {
+	t.Helper()
+	d := &hbDecoder{}
+	d.cmd = exec.Command("/usr/bin/python3", "-c", hbDecoderScript)
+	d.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
+	d.cmd.Stderr = &d.stderr
+	var err error
+	if d.in, err = d.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := d.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.out = bufio.NewReader(stdout)
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.in.Close()
+		done := make(chan struct{})
+		go func() { _ = d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = d.cmd.Process.Kill()
+			<-done
+		}
+	})
+	return d
+}
+
+// hbMessage is a decoded heartbeat (version 3).
+type hbMessage struct {
+	ID        string `json:"id"`
+	Seq       int64  `json:"seq"`
+	Listeners map[string]struct {
+		Status string `json:"status"`
+		Stats  struct {
+			TX       int64 `json:"tx"`
+			RX       int64 `json:"rx"`
+			Conns    int64 `json:"conns"`
+			TotConns int64 `json:"totconns"`
+			Ereq     int64 `json:"ereq"`
+		} `json:"stats"`
+	} `json:"listeners"`
+	Pools map[string]struct {
+		Status  string            `json:"status"`
+		Members map[string]string `json:"members"`
+	} `json:"pools"`
+	Ver int `json:"ver"`
+}
+
+// decode unwraps pkt with key through Octavia's code; order is the
+// message's top-level key order.
+func (d *hbDecoder) decode(pkt []byte, key string) (msg *hbMessage, order []string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	req, _ := json.Marshal(map[string]string{"pkt": base64.StdEncoding.EncodeToString(pkt), "key": key})
+	if _, err := d.in.Write(append(req, '\n')); err != nil {
+		return nil, nil, fmt.Errorf("decoder: %w (%s)", err, d.stderr.String())
+	}
+	line, err := d.out.ReadBytes('\n')
+	if err != nil {
+		return nil, nil, fmt.Errorf("decoder: %w (%s)", err, d.stderr.String())
+	}
+	var res struct {
+		OK    bool       `json:"ok"`
+		Msg   *hbMessage `json:"msg"`
+		Order []string   `json:"order"`
+		Error string     `json:"error"`
+	}
+	if err := json.Unmarshal(line, &res); err != nil {
+		return nil, nil, fmt.Errorf("decoder output %q: %w", line, err)
+	}
+	if !res.OK {
+		return nil, nil, fmt.Errorf("unwrap_envelope: %s", res.Error)
+	}
+	return res.Msg, res.Order, nil
+}
+
+// hbPacket is one received heartbeat.
+type hbPacket struct {
+	data  []byte
+	at    time.Time
+	dest  string // which receiver got it
+	epoch int    // agent process that sent it (incremented at each restart)
+	// decoded
+	msg   *hbMessage
+	order []string
+	key   string
+}
+
+// hbCollector receives heartbeats on several UDP sockets and decodes
+// them with the keys it is told about.
+type hbCollector struct {
+	dec *hbDecoder
+
+	mu      sync.Mutex
+	packets []*hbPacket
+	epoch   int
+	keys    []string // tried in order
+}
+
+func hbListen(t *testing.T, c *hbCollector, network, addr, name string) string {
+	t.Helper()
+	conn, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatalf("UDP receiver %s: %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			c.mu.Lock()
+			c.packets = append(c.packets, &hbPacket{data: bytes.Clone(buf[:n]), at: time.Now(), dest: name, epoch: c.epoch})
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return conn.LocalAddr().String()
+}
+
+func (c *hbCollector) setEpoch(e int) {
+	c.mu.Lock()
+	c.epoch = e
+	c.mu.Unlock()
+}
+
+// decoded returns every packet received so far, decoded; a packet no
+// known key opens fails the test.
+func (c *hbCollector) decoded(t *testing.T) []*hbPacket {
+	t.Helper()
+	c.mu.Lock()
+	ps := append([]*hbPacket(nil), c.packets...)
+	keys := append([]string(nil), c.keys...)
+	c.mu.Unlock()
+	for _, p := range ps {
+		if p.msg != nil {
+			continue
+		}
+		var errs []string
+		for _, k := range keys {
+			msg, order, err := c.dec.decode(p.data, k)
+			if err == nil {
+				p.msg, p.order, p.key = msg, order, k
+				break
+			}
+			errs = append(errs, err.Error())
+		}
+		if p.msg == nil {
+			t.Fatalf("heartbeat of %d bytes from %s decodes with none of the keys: %s", len(p.data), p.dest, strings.Join(errs, "; "))
+		}
+	}
+	return ps
+}
+
+// await returns the first packet (at index from or later) satisfying
+// pred, failing the test after d.
+func (c *hbCollector) await(t *testing.T, d time.Duration, what string, from int, pred func(*hbPacket) bool) (*hbPacket, int) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var last *hbPacket
+	for {
+		ps := c.decoded(t)
+		for i := from; i < len(ps); i++ {
+			last = ps[i]
+			if pred(ps[i]) {
+				return ps[i], i
+			}
+		}
+		if time.Now().After(deadline) {
+			if last != nil {
+				js, _ := json.Marshal(last.msg)
+				t.Fatalf("%s: not seen within %v; last heartbeat: %s", what, d, js)
+			}
+			t.Fatalf("%s: no heartbeat at all within %v", what, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// totconns sums the totconns deltas of a listener over every heartbeat.
+func (c *hbCollector) totconns(t *testing.T, listener string) (int64, int) {
+	t.Helper()
+	var sum int64
+	ps := c.decoded(t)
+	for _, p := range ps {
+		sum += p.msg.Listeners[listener].Stats.TotConns
+	}
+	return sum, len(ps)
+}
+
+// hbRequests sends n GETs to url from inside the namespace, one
+// connection each (one haproxy session each).
+func hbRequests(t *testing.T, ns *testutil.NetNS, url string, n int) {
+	t.Helper()
+	c := ns.HTTPClient(nil, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		code, body, err := testutil.Get(ctx, c, url)
+		if err != nil || code != http.StatusOK || body != "up" {
+			t.Fatalf("request %d to %s: %d %q %v", i, url, code, body, err)
+		}
+	}
+}
+
+// TestHeartbeatThroughBinary: heartbeats of an agent running one load
+// balancer, decoded by the controller's code: content, sequence, round
+// robin over IPv4 and IPv6 destinations, member statuses, the key and
+// interval pushed by PUT /1.0/config, statistics deltas that survive an
+// agent restart without counting anything twice, and `heartbeat --print`.
+func TestHeartbeatThroughBinary(t *testing.T) {
+	t.Parallel()
+	testutil.RequireNetAdmin(t)
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		t.Skip("haproxy is not installed (make deps installs it)")
+	}
+	testutil.RequireRenderer(t)
+	dir, err := os.MkdirTemp("", "hb") // short: unix socket paths below it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+
+	dp := testutil.NewNetNS(t, "hb-dp") // kills haproxy (left running by the builtin supervisor) at the end
+	up := testutil.StartMember(t, dp, "127.0.0.1:0", "up")
+	var closedPort int
+	if err := dp.Do(func() error {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		closedPort = l.Addr().(*net.TCPAddr).Port
+		return l.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, upPortText, _ := net.SplitHostPort(up.Addr)
+	upPort, _ := strconv.Atoi(upPortText)
+
+	const vip, vipPort = "127.0.0.10", 8080
+	lbID, listenerID, poolID := hbUUID(), hbUUID(), hbUUID()
+	mUp, mDown, mMaint := hbUUID(), hbUUID(), hbUUID()
+	disabled := false
+	spec := testutil.RenderSpec{
+		AmphoraID: testutil.DefaultAmphoraID, LBID: lbID,
+		BasePath: filepath.Join(dir, "lib"), CertDir: filepath.Join(dir, "lib", "certs"), VIP: vip,
+		Listeners: []testutil.RenderListener{{
+			ID: listenerID, Protocol: "HTTP", Port: vipPort, PoolID: poolID, // sample HTTP monitor: GET /index.html, expect 418
+			Members: []testutil.RenderMember{
+				{ID: mUp, Address: "127.0.0.1", Port: upPort},
+				{ID: mDown, Address: "127.0.0.1", Port: closedPort},
+				{ID: mMaint, Address: "127.0.0.1", Port: upPort, Enabled: &disabled},
+			},
+		}},
+	}
+	renderDone := make(chan struct{})
+	var lbConfig string
+	var renderErr error
+	go func() {
+		defer close(renderDone)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		lbConfig, renderErr = testutil.RenderHAProxy(ctx, spec)
+	}()
+	defer func() { <-renderDone }()
+
+	col := &hbCollector{dec: hbStartDecoder(t), keys: []string{"insecure"}}
+	dest4 := hbListen(t, col, "udp4", "127.0.0.1:0", "v4")
+	dest6 := hbListen(t, col, "udp6", "[::1]:0", "v6")
+
+	a := testutil.StartAgent(t, testutil.Options{
+		Dir: dir,
+		Options: map[string]string{
+			"amphora_agent/network_namespace":         dp.Name,
+			"amphora_agent/service_manager":           "builtin",
+			"amphora_agent/haproxy_user_group_config": filepath.Join(dir, "haproxy-default-user-group.conf"),
+			"health_manager/controller_ip_port_list":  dest4 + ", " + dest6,
+			"health_manager/heartbeat_interval":       "1",
+			"health_manager/heartbeat_key":            "insecure",
+		},
+	})
+	<-renderDone
+	if renderErr != nil {
+		t.Fatal(renderErr)
+	}
+	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+a.AmphoraID+"/"+lbID+"/haproxy", []byte(lbConfig)); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+lbID+"/start", nil); code != http.StatusAccepted {
+		t.Fatalf("start: %d %s\n%s", code, body, a.Log())
+	}
+
+	poolKey := poolID + ":" + listenerID
+	wantMembers := map[string]string{mUp: "UP", mDown: "DOWN", mMaint: "MAINT"}
+	statusesOK := func(p *hbPacket) bool {
+		l, ok := p.msg.Listeners[listenerID]
+		pool := p.msg.Pools[poolKey]
+		return ok && l.Status == "OPEN" && pool.Status == "UP" && cmp.Equal(wantMembers, pool.Members)
+	}
+	first, _ := col.await(t, 30*time.Second, "listener OPEN with members UP, DOWN, MAINT", 0, statusesOK)
+
+	t.Run("content", func(t *testing.T) {
+		if first.msg.Ver != 3 || first.msg.ID != a.AmphoraID {
+			t.Errorf("ver %d id %q, want 3 %q", first.msg.Ver, first.msg.ID, a.AmphoraID)
+		}
+		if diff := cmp.Diff([]string{"id", "seq", "listeners", "pools", "ver"}, first.order); diff != "" {
+			t.Errorf("key order (-want +got):\n%s", diff)
+		}
+		if len(first.msg.Listeners) != 1 || len(first.msg.Pools) != 1 {
+			t.Errorf("listeners %v pools %v: want only the load balancer's (no internal frontend)", first.msg.Listeners, first.msg.Pools)
+		}
+		ps := col.decoded(t)
+		if ps[0].msg.Seq != 0 {
+			t.Errorf("first heartbeat has seq %d, want 0", ps[0].msg.Seq)
+		}
+		for i := 1; i < len(ps); i++ {
+			if ps[i].msg.Seq <= ps[i-1].msg.Seq {
+				t.Errorf("seq %d after %d", ps[i].msg.Seq, ps[i-1].msg.Seq)
+			}
+			if ps[i].dest == ps[i-1].dest {
+				t.Errorf("heartbeats %d and %d both went to %s: no round robin", ps[i-1].msg.Seq, ps[i].msg.Seq, ps[i].dest)
+			}
+		}
+		if _, _, err := col.dec.decode(first.data, "wrong-key"); err == nil || !strings.Contains(err.Error(), "InvalidHMAC") {
+			t.Errorf("heartbeat decoded with a wrong key: %v", err)
+		}
+	})
+
+	// Statistics: N sessions, part of them while the agent is down, must
+	// add up to N over all heartbeats of both agent processes.
+	url := "http://" + net.JoinHostPort(vip, strconv.Itoa(vipPort)) + "/"
+	const n1, n2, n3 = 12, 8, 5
+	t.Run("totconns across an agent restart", func(t *testing.T) {
+		hbRequests(t, dp, url, n1)
+		_, idx := col.await(t, 10*time.Second, "first sessions counted", 0, func(p *hbPacket) bool {
+			return p.msg.Listeners[listenerID].Stats.TotConns > 0
+		})
+		a.Stop()
+		col.setEpoch(1)
+		hbRequests(t, dp, url, n2)
+		a.Start()
+		hbRequests(t, dp, url, n3)
+		p, _ := col.await(t, 15*time.Second, "heartbeat of the restarted agent", idx+1, func(p *hbPacket) bool { return p.epoch == 1 })
+		if p.msg.Seq != 0 {
+			t.Errorf("first heartbeat of the new process has seq %d, want a fresh sequence from 0", p.msg.Seq)
+		}
+		const want = n1 + n2 + n3
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			sum, _ := col.totconns(t, listenerID)
+			if sum == want || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		// and it stays there for a few more heartbeats
+		_, count := col.totconns(t, listenerID)
+		col.await(t, 10*time.Second, "three more heartbeats", count+2, func(*hbPacket) bool { return true })
+		if sum, _ := col.totconns(t, listenerID); sum != want {
+			for _, p := range col.decoded(t) {
+				t.Logf("epoch %d seq %d totconns %d", p.epoch, p.msg.Seq, p.msg.Listeners[listenerID].Stats.TotConns)
+			}
+			t.Errorf("sum of totconns over all heartbeats = %d, want %d", sum, want)
+		}
+	})
+
+	t.Run("heartbeat --print", func(t *testing.T) {
+		before, _ := col.totconns(t, listenerID)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, a.Bin, "--config-file", a.ConfigFile, "heartbeat", "--print")
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("heartbeat --print: %v\n%s", err, stderr.String())
+		}
+		out := stdout.String()
+		if !strings.HasPrefix(out, "{\n  \"id\": ") {
+			t.Errorf("not indented JSON starting with id:\n%s", out)
+		}
+		var msg hbMessage
+		if err := json.Unmarshal(stdout.Bytes(), &msg); err != nil {
+			t.Fatalf("%v:\n%s", err, out)
+		}
+		if msg.ID != a.AmphoraID || msg.Ver != 3 || msg.Listeners[listenerID].Status != "OPEN" ||
+			!cmp.Equal(wantMembers, msg.Pools[poolKey].Members) || msg.Pools[poolKey].Status != "UP" {
+			t.Errorf("printed heartbeat:\n%s", out)
+		}
+		// printing consumed nothing: the next heartbeats still add up
+		_, count := col.totconns(t, listenerID)
+		col.await(t, 10*time.Second, "two more heartbeats", count+1, func(*hbPacket) bool { return true })
+		if after, _ := col.totconns(t, listenerID); after != before {
+			t.Errorf("totconns sum moved from %d to %d after --print without traffic", before, after)
+		}
+	})
+
+	t.Run("PUT config changes key and interval", func(t *testing.T) {
+		conf, err := os.ReadFile(a.ConfigFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newConf := strings.Replace(string(conf), "heartbeat_key = insecure", "heartbeat_key = rotated-key", 1)
+		newConf = strings.Replace(newConf, "heartbeat_interval = 1\n", "heartbeat_interval = 3\n", 1)
+		if newConf == string(conf) || !strings.Contains(newConf, "heartbeat_interval = 3\n") {
+			t.Fatalf("could not edit the configuration:\n%s", conf)
+		}
+		col.mu.Lock()
+		col.keys = []string{"rotated-key", "insecure"}
+		col.mu.Unlock()
+		_, count := col.totconns(t, listenerID)
+		res := a.Octavia(testutil.OctaviaCall{Call: "update_agent_config", Args: []any{newConf}})
+		if !res[0].OK {
+			t.Fatalf("update_agent_config: %s %s", res[0].Error, res[0].Message)
+		}
+		sent := time.Now()
+		// Python's start-up took a few heartbeats; from the answer on,
+		// at most one heartbeat (already under way) may use the old key.
+		ps := col.decoded(t)
+		for i := count; i < len(ps); i++ {
+			if ps[i].at.After(sent) {
+				break
+			}
+			count = i + 1
+		}
+		_, i1 := col.await(t, 10*time.Second, "heartbeat with the new key", count, func(p *hbPacket) bool { return p.key == "rotated-key" })
+		col.await(t, 15*time.Second, "three heartbeats with the new key", i1+2, func(*hbPacket) bool { return true })
+		ps = col.decoded(t)
+		if i1-count > 1 {
+			t.Errorf("%d heartbeats with the old key after the update answered", i1-count)
+		}
+		for i := i1 + 1; i < len(ps); i++ {
+			if ps[i].key != "rotated-key" {
+				t.Errorf("heartbeat %d uses the old key after one with the new key", ps[i].msg.Seq)
+			}
+			gap := ps[i].at.Sub(ps[i-1].at)
+			if gap < 2500*time.Millisecond || gap > 6*time.Second {
+				t.Errorf("heartbeats %d and %d are %v apart, want the new 3s interval", ps[i-1].msg.Seq, ps[i].msg.Seq, gap)
+			}
+		}
+		if !statusesOK(ps[len(ps)-1]) {
+			t.Errorf("statuses changed after the configuration update: %+v", ps[len(ps)-1].msg)
+		}
+	})
+}
