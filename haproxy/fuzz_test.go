@@ -3,6 +3,7 @@ package haproxy
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -118,6 +119,48 @@ func FuzzParseShowInfo(f *testing.F) {
 		}
 		if up, err := info.UptimeSec(); err == nil && up < 0 {
 			t.Fatalf("negative uptime %d", up)
+		}
+	})
+}
+
+// FuzzUnquotedMatchesCSV checks the fast path against encoding/csv on
+// quote-free input.
+func FuzzUnquotedMatchesCSV(f *testing.F) {
+	addCaptureSeeds(f)
+	f.Add([]byte("# pxname,svname\r\na,b\r\n\r\nc\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		text := strings.ToValidUTF8(string(data), "\uFFFD")
+		if strings.Contains(text, `"`) {
+			return
+		}
+		fast, ferr := parseUnquotedStat(text, nil)
+		slow, serr := parseQuotedStat(text)
+		if (ferr == nil) != (serr == nil) {
+			t.Fatalf("errors differ: fast %v, csv %v", ferr, serr)
+		}
+		if ferr == nil && !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("tables differ:\nfast %#v\ncsv  %#v", fast, slow)
+		}
+	})
+}
+
+// FuzzReportColumnsOnly checks that splitting only the summary's columns
+// gives the same summary as parsing every column.
+func FuzzReportColumnsOnly(f *testing.F) {
+	addCaptureSeeds(f)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		full, ferr := parseStat(data, nil)
+		part, perr := parseStat(data, summaryColumns)
+		if (ferr == nil) != (perr == nil) {
+			t.Fatalf("errors differ: %v / %v", ferr, perr)
+		}
+		if ferr != nil {
+			return
+		}
+		a, aerr := SummarizeStats(full)
+		b, berr := SummarizeStats(part)
+		if (aerr == nil) != (berr == nil) || !reflect.DeepEqual(a, b) {
+			t.Fatalf("summaries differ:\n%#v %v\n%#v %v", a, aerr, b, berr)
 		}
 	})
 }

@@ -76,8 +76,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.Mutex // guards locks
-	locks map[string]*sync.Mutex
+	mu      sync.Mutex // guards locks and sockets
+	locks   map[string]*sync.Mutex
+	sockets map[string]cachedSocket
 
 	versionMu sync.Mutex // guards the cached haproxy version
 	version   Version
@@ -86,7 +87,7 @@ type Manager struct {
 
 // NewManager returns a Manager; call Reconcile once at start-up.
 func NewManager(o Options) *Manager {
-	return &Manager{opts: o, log: o.Log, locks: map[string]*sync.Mutex{}}
+	return &Manager{opts: o, log: o.Log, locks: map[string]*sync.Mutex{}, sockets: map[string]cachedSocket{}}
 }
 
 func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
@@ -110,15 +111,35 @@ func (m *Manager) pidPath(lbID string) string    { return filepath.Join(m.dir(lb
 func (m *Manager) statePath(lbID string) string  { return filepath.Join(m.dir(lbID), "servers-state") }
 
 // SocketPath is the stats socket of a load balancer: the one its
-// configuration declares, else base_path/<lb>.sock.
+// configuration declares, else base_path/<lb>.sock. The answer is cached
+// until the configuration file changes (the heartbeat asks every tick).
 func (m *Manager) SocketPath(lbID string) string {
-	if data, err := os.ReadFile(m.ConfigPath(lbID)); err == nil {
+	def := filepath.Join(m.cfg().BasePath, lbID+".sock")
+	cfgPath := m.ConfigPath(lbID)
+	fi, err := os.Stat(cfgPath)
+	if err != nil {
+		return def
+	}
+	key := fmt.Sprintf("%s/%d/%s", fi.ModTime(), fi.Size(), cfgPath)
+	m.mu.Lock()
+	c, ok := m.sockets[lbID]
+	m.mu.Unlock()
+	if ok && c.key == key {
+		return c.path
+	}
+	path := def
+	if data, err := os.ReadFile(cfgPath); err == nil {
 		if p := Parse(data).StatsSocket; p != "" {
-			return p
+			path = p
 		}
 	}
-	return filepath.Join(m.cfg().BasePath, lbID+".sock")
+	m.mu.Lock()
+	m.sockets[lbID] = cachedSocket{key: key, path: path}
+	m.mu.Unlock()
+	return path
 }
+
+type cachedSocket struct{ key, path string }
 
 // Exists reports whether the load balancer has an installed configuration.
 func (m *Manager) Exists(lbID string) bool {

@@ -15,9 +15,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 )
 
 // Version is the message format version ("ver"): 3 = statistics as deltas.
@@ -155,10 +157,10 @@ const HMACHexLen = 2 * sha256.Size
 // compressor other than Python's is fine.
 func Wrap(jsonText []byte, key string) ([]byte, error) {
 	var z bytes.Buffer
-	w, err := zlib.NewWriterLevel(&z, zlib.BestCompression)
-	if err != nil {
-		return nil, err
-	}
+	z.Grow(len(jsonText)/4 + 64)
+	w := zlibWriters.Get().(*zlib.Writer)
+	defer zlibWriters.Put(w)
+	w.Reset(&z)
 	if _, err := w.Write(jsonText); err != nil {
 		return nil, fmt.Errorf("compress heartbeat: %w", err)
 	}
@@ -171,3 +173,14 @@ func Wrap(jsonText []byte, key string) ([]byte, error) {
 	copy(out, z.Bytes())
 	return hex.AppendEncode(out, mac.Sum(nil)), nil
 }
+
+// zlibWriters keeps level-9 compressors between heartbeats: one costs
+// about a megabyte of tables to set up, more than compressing a small
+// message.
+var zlibWriters = sync.Pool{New: func() any {
+	w, err := zlib.NewWriterLevel(io.Discard, zlib.BestCompression)
+	if err != nil {
+		panic(err) // only for an invalid level
+	}
+	return w
+}}
