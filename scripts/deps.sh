@@ -10,7 +10,7 @@ set -eu
 
 PKGS="haproxy keepalived nftables ipvsadm iproute2 procps curl ca-certificates
       dbus dbus-user-session systemd python3 python3-octavia python3-cryptography
-      tcpdump socat wrk util-linux"
+      tcpdump socat wrk util-linux debootstrap systemd-container"
 case "${1:-}" in
   bench) PKGS="$PKGS octavia-agent" ;;
   "") ;;
