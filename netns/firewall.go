@@ -178,8 +178,7 @@ func (m *Manager) ApplyFirewallRules(ctx context.Context, ifname string, rules [
 	if err := validIfName(ifname); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock()()
 	ns, err := OpenNamespace(m.cfg.Namespace)
 	if err != nil {
 		return err

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
@@ -94,7 +95,7 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // serialises every change of files and kernel state
+	mu sync.Mutex // serialises every change of files and kernel state (see lock)
 
 	rescanMu   sync.Mutex
 	lastRescan time.Time
@@ -108,6 +109,39 @@ func New(cfg Config) *Manager {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Manager{cfg: cfg, log: log}
+}
+
+// lock serialises a change of files or kernel state within the process
+// and with other processes: at boot, amphora-netns.service's "interface up
+// all" and the agent's own restore may run at the same time. The
+// cross-process lock is a separate file next to the plugged-interfaces
+// list, never a file that gets replaced. It returns the unlock function.
+func (m *Manager) lock() func() {
+	m.mu.Lock()
+	path := m.cfg.PluggedInterfacesFile + ".lock"
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err == nil {
+		for {
+			if err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX); !errors.Is(err, syscall.EINTR) {
+				break
+			}
+		}
+	}
+	if err != nil {
+		// The directory may not exist yet on a fresh amphora; the
+		// in-process lock still serialises this agent.
+		m.log.Debug("interface lock file unavailable", "path", path, "err", err)
+		if f != nil {
+			f.Close()
+			f = nil
+		}
+	}
+	return func() {
+		if f != nil {
+			f.Close() // releases the flock
+		}
+		m.mu.Unlock()
+	}
 }
 
 // Namespace is the name of the data-plane namespace.
@@ -150,8 +184,7 @@ func (m *Manager) topology() string {
 // WriteLoopbackFile writes the lo interface file (at every agent start in
 // the reference), so that Up("all") brings lo up in the namespace.
 func (m *Manager) WriteLoopbackFile() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock()()
 	return m.writeInterfaceFile(loopbackFile())
 }
 
@@ -176,8 +209,7 @@ func (m *Manager) PlugVIP(ctx context.Context, req *PlugVIPRequest) (*PlugResult
 		return nil, err
 	}
 	topology := m.topology()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock()()
 	ns, err := m.ensure()
 	if err != nil {
 		return nil, err
@@ -234,8 +266,7 @@ func (m *Manager) PlugNetwork(ctx context.Context, req *PlugNetworkRequest) (*Pl
 
 func (m *Manager) plugNetwork(ctx context.Context, req *PlugNetworkRequest) (*PlugResult, error) {
 	topology := m.topology()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock()()
 	ns, err := m.ensure()
 	if err != nil {
 		return nil, err
@@ -489,8 +520,7 @@ func (m *Manager) Down(ctx context.Context, name string) ([]string, error) {
 }
 
 func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	defer m.lock()()
 	files, order, bad, err := m.readInterfaceFiles()
 	if err != nil {
 		return nil, err
