@@ -40,6 +40,7 @@ type Deps struct {
 	Info   *Info
 	LBs    LoadBalancers
 	Net    Network
+	VRRP   VRRP
 	// Version is the agent's own version string, reported by /1.0/details.
 	Version string
 }
@@ -74,6 +75,7 @@ func New(d Deps) *Server {
 	v.PUT("/certificate", s.putCertificate)
 	s.routeLoadBalancers(v)
 	s.routeNetwork(v)
+	s.routeVRRP(v)
 	s.engine = e
 	return s
 }

@@ -39,6 +39,7 @@ func commands() []command {
 		{"heartbeat", "--print: show the heartbeat message the agent would send now", runHeartbeat},
 		{"status", "show what the agent sees: configuration, load balancers, VRRP, interfaces, heartbeat", runStatus},
 		{"interface", "up|down <name|all>: apply the plugged interfaces (boot-time restore)", runInterface},
+		{"vrrp-check", "<stats socket>...: keepalived's haproxy check (exit 0 when every haproxy answers)", runVRRPCheck},
 	}
 }
 

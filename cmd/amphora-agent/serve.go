@@ -17,6 +17,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/certs"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/keepalived"
 	"github.com/octavia-go/amphora-agent/netns"
 	"github.com/octavia-go/amphora-agent/service"
 )
@@ -46,6 +47,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	restoreNetwork(ctx, nw, log)
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var vrrp *keepalived.Manager // built after lbs: each one calls the other
 	lbs := haproxy.NewManager(haproxy.Options{
 		Config:    cfgStore,
 		Units:     units,
@@ -64,9 +66,12 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 					}
 				})
 			},
+			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
 		},
 	})
 	lbs.Reconcile(ctx)
+	vrrp = newVRRP(cfgStore, units, systemd, nw, lbs, agentArgv(cfg), log)
+	vrrp.Reconcile(ctx)
 	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
@@ -80,6 +85,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		Info:    info,
 		LBs:     lbs,
 		Net:     nw,
+		VRRP:    vrrp,
 		Version: version,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())

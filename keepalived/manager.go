@@ -1,0 +1,385 @@
+// Package keepalived runs the VRRP side of an ACTIVE_STANDBY amphora:
+// the keepalived configuration the controller uploads (checked with
+// `keepalived -t` before it replaces the installed one), the
+// octavia-keepalived service under either service manager, and the chain
+// of check scripts keepalived runs to decide whether this amphora may hold
+// the VIP.
+//
+// Files, all under BASE/vrrp (BASE = [haproxy_amphora] base_path):
+//
+//	octavia-keepalived.conf        the configuration (0644)
+//	octavia-keepalived.pid         keepalived's main pid (the heartbeat gate reads it)
+//	octavia-keepalived.vrrp.pid    its VRRP child
+//	octavia-keepalived.check.pid   its checker child (never started: no virtual_server)
+//	check_script.sh                the vrrp_script of the configuration (0755)
+//	check_scripts/                 every script there must succeed
+//	check_scripts/haproxy_check_script.sh   "amphora-agent vrrp-check <stats sockets>"
+//
+// The child pid files are named explicitly so that keepalived never
+// falls back to /run/keepalived_vrrp.pid, which a host keepalived (or a
+// second amphora sharing /run in tests) would also use.
+package keepalived
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/octavia-go/amphora-agent/agent/config"
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/service"
+)
+
+// ServiceName is the service (systemd unit base name) of the VRRP keepalived.
+const ServiceName = "octavia-keepalived"
+
+// DefaultCmd is the keepalived binary the reference runs.
+const DefaultCmd = "/usr/sbin/keepalived"
+
+// Errors the REST layer maps to statuses.
+var (
+	// ErrUnknownAction: the action is not start, stop or reload.
+	ErrUnknownAction = errors.New("unknown action")
+	// ErrNotConfigured: start or reload before any configuration was
+	// uploaded.
+	ErrNotConfigured = errors.New("no keepalived configuration has been uploaded (PUT /1.0/vrrp/upload)")
+)
+
+// ValidationError reports a configuration keepalived refused; nothing was
+// installed.
+type ValidationError struct {
+	// Output lists keepalived's diagnostics, one per line, duplicates
+	// removed; the ones that made the configuration fail come first.
+	Output string
+	Err    error
+}
+
+func (e *ValidationError) Error() string {
+	return "keepalived rejected the configuration: " + strings.ReplaceAll(e.Output, "\n", "; ")
+}
+
+func (e *ValidationError) Unwrap() error { return e.Err }
+
+// ActionError reports a failed service operation with the reference's
+// message ("Failed to start octavia-keepalived service", "Error enabling
+// octavia-keepalived service") and the service manager's detail.
+type ActionError struct {
+	Message string
+	Err     error
+}
+
+func (e *ActionError) Error() string { return e.Message + ": " + e.Err.Error() }
+func (e *ActionError) Unwrap() error { return e.Err }
+
+// Options configure a Manager.
+type Options struct {
+	Config *config.Store
+	Units  service.Manager
+	// Systemd says Units is the systemd manager: the unit requires
+	// NetnsUnit and InstallNetns is called before it is installed.
+	Systemd bool
+	// NetnsUnit is the name of the unit that creates the data-plane
+	// namespace (without .service), e.g. "amphora-netns".
+	NetnsUnit string
+	// Cmd is the keepalived binary (DefaultCmd when empty).
+	Cmd string
+	// IPCmd is the iproute2 binary that enters the namespace ("/sbin/ip"
+	// when empty).
+	IPCmd string
+	// Agent is the absolute path of the amphora-agent binary; the haproxy
+	// check script runs "Agent vrrp-check <sockets>".
+	Agent string
+	// Sockets returns the haproxy stats sockets the VRRP check must
+	// find answering: the load balancers that are configured and not
+	// stopped on purpose.
+	Sockets func(ctx context.Context) []string
+	// EnsureNamespace creates the data-plane namespace before keepalived
+	// starts in it (optional).
+	EnsureNamespace func(ctx context.Context) error
+	// InstallNetns installs the NetnsUnit unit the keepalived unit
+	// requires (systemd only, optional).
+	InstallNetns func(ctx context.Context) error
+	Log          *slog.Logger
+}
+
+// Manager owns the VRRP keepalived of the amphora. Upload and actions are
+// serialized; the check-script refresh has its own lock so the
+// load-balancer life cycle can call it at any time.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex // serializes Upload and Action
+	checkMu sync.Mutex // serializes writes of the check scripts
+}
+
+// NewManager returns a Manager.
+func NewManager(o Options) *Manager {
+	if o.Cmd == "" {
+		o.Cmd = DefaultCmd
+	}
+	if o.IPCmd == "" {
+		o.IPCmd = "/sbin/ip"
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{opts: o, log: log}
+}
+
+func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
+
+// Paths returns the file layout under the current base_path.
+func (m *Manager) Paths() Paths { return Paths{Dir: filepath.Join(m.cfg().BasePath, "vrrp")} }
+
+// Paths is the file layout of the VRRP keepalived under one directory
+// (BASE/vrrp).
+type Paths struct{ Dir string }
+
+// Config is the installed configuration, octavia-keepalived.conf.
+func (p Paths) Config() string { return filepath.Join(p.Dir, "octavia-keepalived.conf") }
+
+// PIDFile is keepalived's main pid file, octavia-keepalived.pid.
+func (p Paths) PIDFile() string { return filepath.Join(p.Dir, "octavia-keepalived.pid") }
+
+// VRRPPIDFile is the pid file of keepalived's VRRP child.
+func (p Paths) VRRPPIDFile() string { return filepath.Join(p.Dir, "octavia-keepalived.vrrp.pid") }
+
+// CheckersPIDFile is the pid file of keepalived's checker child.
+func (p Paths) CheckersPIDFile() string { return filepath.Join(p.Dir, "octavia-keepalived.check.pid") }
+
+// CheckScript is the vrrp_script the controller's configuration runs.
+func (p Paths) CheckScript() string { return filepath.Join(p.Dir, "check_script.sh") }
+
+// CheckScriptsDir holds the scripts CheckScript runs.
+func (p Paths) CheckScriptsDir() string { return filepath.Join(p.Dir, "check_scripts") }
+
+// HAProxyCheckScript is the check of the load balancers' haproxy.
+func (p Paths) HAProxyCheckScript() string {
+	return filepath.Join(p.CheckScriptsDir(), "haproxy_check_script.sh")
+}
+
+// Configured reports whether a configuration was uploaded.
+func (m *Manager) Configured() bool {
+	fi, err := os.Stat(m.Paths().Config())
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// Upload validates body with `keepalived -t` and installs it as the VRRP
+// configuration, (re)writes the check scripts and installs the service.
+// A refused configuration is kept as octavia-keepalived.conf.new-failed
+// and the installed one is untouched. It returns the MD5 of body. A
+// running keepalived is not reloaded (the controller asks for that).
+func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
+	sum := fsutil.MD5Hex(body)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.Paths()
+	for _, d := range []string{p.Dir, p.CheckScriptsDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	// The scripts first: keepalived -t checks that the configured
+	// vrrp_script exists and may be run.
+	if err := m.writeScripts(ctx); err != nil {
+		return "", err
+	}
+	final := p.Config()
+	staged := final + ".new"
+	if err := fsutil.WriteFile(staged, body, 0o644); err != nil {
+		return "", err
+	}
+	if err := m.Validate(ctx, staged); err != nil {
+		if rerr := fsutil.Rename(staged, final+".new-failed"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return "", err
+	}
+	if err := fsutil.Rename(staged, final); err != nil {
+		return "", err
+	}
+	if err := m.install(ctx); err != nil {
+		return "", err
+	}
+	m.log.Info("keepalived configuration installed", "unit", ServiceName, "bytes", len(body), "md5", sum)
+	return sum, nil
+}
+
+// writeScripts (re)writes check_script.sh and the haproxy check (GAPS
+// C3: always, not only with a new unit).
+func (m *Manager) writeScripts(ctx context.Context) error {
+	p := m.Paths()
+	if err := fsutil.WriteFile(p.CheckScript(), checkScript(p.CheckScriptsDir()), 0o755); err != nil {
+		return err
+	}
+	return m.RefreshCheck(ctx)
+}
+
+// install renders the service (every time, GAPS C1) and enables it.
+func (m *Manager) install(ctx context.Context) error {
+	if m.opts.Systemd && m.opts.InstallNetns != nil {
+		if err := m.opts.InstallNetns(ctx); err != nil {
+			return &ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
+		}
+	}
+	svc, err := m.Service()
+	if err != nil {
+		return err
+	}
+	changed, err := m.opts.Units.Install(ctx, svc)
+	if err != nil {
+		return &ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
+	}
+	if changed {
+		m.log.Info("keepalived service definition updated", "unit", svc.Name)
+	}
+	return nil
+}
+
+// Service renders the octavia-keepalived service for both service
+// managers from the current configuration.
+func (m *Manager) Service() (service.Service, error) {
+	c := m.cfg()
+	netnsUnit := m.opts.NetnsUnit
+	if !m.opts.Systemd {
+		netnsUnit = ""
+	}
+	return UnitParams{
+		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
+		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+	}.Service()
+}
+
+// Running reports whether keepalived runs: its pid file names a live
+// keepalived process (a recycled pid does not count, GAPS B5), or the
+// service manager reports the service active.
+func (m *Manager) Running(ctx context.Context) bool {
+	if pidAlive(m.Paths().PIDFile()) {
+		return true
+	}
+	st, err := m.opts.Units.State(ctx, ServiceName)
+	return err == nil && st.Active
+}
+
+// Action starts, stops or reloads keepalived (the action is matched
+// case-insensitively). start on a running keepalived reloads it and
+// reload on a stopped one starts it. It returns the reference's success
+// detail ("keepalived started", "keepalived reloaded", "keepalived
+// stoped"), naming the operation actually performed.
+func (m *Manager) Action(ctx context.Context, action string) (string, error) {
+	action = strings.ToLower(action)
+	if action != "start" && action != "stop" && action != "reload" {
+		return "", ErrUnknownAction
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if action == "stop" {
+		err := m.opts.Units.Stop(ctx, ServiceName)
+		if err != nil && !errors.Is(err, service.ErrNotFound) {
+			return "", &ActionError{Message: "Failed to stop octavia-keepalived service", Err: err}
+		}
+		m.log.Info("keepalived stopped", "unit", ServiceName)
+		return "keepalived stoped", nil
+	}
+	if !m.Configured() {
+		return "", &ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: ErrNotConfigured}
+	}
+	if m.Running(ctx) {
+		action = "reload"
+	} else {
+		action = "start"
+	}
+	fail := func(err error) (string, error) {
+		return "", &ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: err}
+	}
+	if m.opts.EnsureNamespace != nil {
+		if err := m.opts.EnsureNamespace(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	// The service definition follows the current configuration (a
+	// service state lost with the supervisor's directory is restored).
+	if err := m.install(ctx); err != nil {
+		var ae *ActionError
+		if errors.As(err, &ae) {
+			err = ae.Err
+		}
+		return fail(err)
+	}
+	var err error
+	if action == "reload" {
+		err = m.opts.Units.Reload(ctx, ServiceName)
+		if errors.Is(err, service.ErrNotActive) {
+			// it died between the check and the reload
+			action = "start"
+			err = m.opts.Units.Start(ctx, ServiceName)
+		}
+	} else {
+		err = m.opts.Units.Start(ctx, ServiceName)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	m.log.Info("keepalived "+action+"ed", "unit", ServiceName)
+	return "keepalived " + action + "ed", nil
+}
+
+// Reconcile runs at agent start-up when a configuration exists: it
+// rewrites check_script.sh (GAPS C3) and writes the haproxy check only if
+// it is missing. The socket list is not recomputed here: at boot the
+// load balancers' services may not have been started yet, and dropping
+// them from the check would let this amphora become MASTER without them.
+func (m *Manager) Reconcile(ctx context.Context) {
+	if !m.Configured() {
+		return
+	}
+	p := m.Paths()
+	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
+		m.log.Warn("keepalived check scripts directory", "err", err)
+		return
+	}
+	if err := fsutil.WriteFile(p.CheckScript(), checkScript(p.CheckScriptsDir()), 0o755); err != nil {
+		m.log.Warn("could not rewrite the keepalived check script", "err", err)
+	}
+	if _, err := os.Stat(p.HAProxyCheckScript()); errors.Is(err, os.ErrNotExist) {
+		if err := m.RefreshCheck(ctx); err != nil {
+			m.log.Warn("could not write the haproxy check script", "err", err)
+		}
+	}
+}
+
+// pidAlive reports whether the first line of pidFile names a live
+// (not zombie) keepalived process.
+func pidAlive(pidFile string) bool {
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return false
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(stat)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open || end+2 >= len(s) {
+		return false
+	}
+	return s[open+1:end] == "keepalived" && s[end+2] != 'Z' && s[end+2] != 'X'
+}
