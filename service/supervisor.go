@@ -783,7 +783,13 @@ func (s *Supervisor) watch(u *unit, p *process) {
 	if !unexpected {
 		return
 	}
-	p.killGroup() // leftovers (old haproxy workers, keepalived children)
+	// Leftovers (old haproxy workers, keepalived children) get a moment to
+	// finish on their own first: keepalived's VRRP child reacts to its
+	// parent's death by advertising priority 0 and removing the VIP, so
+	// the peer takes over at once instead of after the dead-master timeout.
+	if !p.waitGroupGone(2 * time.Second) {
+		p.killGroup()
+	}
 	s.log.Warn("service died, restarting", "unit", u.name, "pid", p.pid, "exit", status,
 		"uptime", time.Since(p.start).Round(time.Millisecond))
 	s.restartLoop(u, p, -1)
