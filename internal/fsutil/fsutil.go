@@ -9,6 +9,7 @@
 package fsutil
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"errors"
@@ -21,12 +22,11 @@ import (
 	"github.com/google/renameio/v2"
 )
 
-// WriteFile atomically replaces path with data, with mode perm.
+// WriteFile atomically replaces path with data, with mode perm exactly
+// (neither the umask nor the replaced file's mode matter).
 func WriteFile(path string, data []byte, perm os.FileMode) error {
-	if err := renameio.WriteFile(path, data, perm, renameio.WithStaticPermissions(perm)); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(filepath.Dir(path))
+	_, _, err := WriteReader(path, bytes.NewReader(data), perm, 0)
+	return err
 }
 
 // ErrTooLarge is returned by WriteReader when the input exceeds the limit.

@@ -1,0 +1,77 @@
+package fsutil
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+func TestWriteFileReplacesWithExactMode(t *testing.T) {
+	old := syscall.Umask(0o077) // the mode must not depend on the umask
+	defer syscall.Umask(old)
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(p, []byte("new"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(p)
+	fi, _ := os.Stat(p)
+	if string(data) != "new" || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("got %q mode %v", data, fi.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+func TestWriteReaderLimitKeepsOldFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := WriteReader(p, strings.NewReader("0123456789"), 0o600, 5); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+	if data, _ := os.ReadFile(p); string(data) != "old" {
+		t.Fatalf("file replaced by a refused write: %q", data)
+	}
+	n, sum, err := WriteReader(p, strings.NewReader("hello"), 0o600, 5)
+	if err != nil || n != 5 || sum != MD5Hex([]byte("hello")) {
+		t.Fatalf("WriteReader = %d %s %v", n, sum, err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(p))
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left: %v", entries)
+	}
+}
+
+func TestNames(t *testing.T) {
+	for id, want := range map[string]bool{
+		"6e9fd1a2-1234-4cde-8f00-aabbccddeeff":  true,
+		"6E9FD1A2-1234-4CDE-8F00-AABBCCDDEEFF":  true,
+		"..":                                    false,
+		"6e9fd1a2-1234-4cde-8f00-aabbccddeef":   false,
+		"6e9fd1a2-1234-4cde-8f00-aabbccddeeff/": false,
+	} {
+		if ValidID(id) != want {
+			t.Errorf("ValidID(%q) != %v", id, want)
+		}
+	}
+	for name, want := range map[string]bool{
+		"6e9fd1a2-1234-4cde-8f00-aabbccddeeff.pem":     true,
+		"0123456789abcdef0123456789abcdef01234567.pem": true,
+		"a.b.pem":   true,
+		"x.pem.bak": false, "a b.pem": false, ";x.pem": false, "../x.pem": false,
+		".pem": false, "a/b.pem": false, "..pem": false, strings.Repeat("a", 252) + ".pem": false,
+	} {
+		if ValidPEMName(name) != want {
+			t.Errorf("ValidPEMName(%q) != %v", name, want)
+		}
+	}
+}
