@@ -40,6 +40,8 @@ type Info struct {
 	// Inventory is set once the load-balancer managers exist; nil means
 	// there is nothing configured to report.
 	Inventory Inventory
+	// LVS reports the UDP/SCTP listeners (nil: none).
+	LVS LVSInventory
 	// ProcRoot and Root are "/proc" and "/" except in tests.
 	ProcRoot, Root string
 
@@ -195,6 +197,12 @@ func (i *Info) Details(ctx context.Context) (*detailsBodyJSON, error) {
 	if inv := i.Inventory; inv != nil {
 		d.Listeners = inv.ListenerIDs()
 		d.HAProxyCount = len(inv.RunningLoadBalancers(ctx))
+	}
+	if lvs := i.LVS; lvs != nil {
+		if ids := lvs.List(); len(ids) > 0 {
+			d.Listeners = unionSorted(d.Listeners, ids)
+		}
+		d.LVSProcessCount = lvs.RunningCount()
 	}
 	return d, nil
 }

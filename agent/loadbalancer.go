@@ -142,6 +142,10 @@ func (s *Server) getHAProxyConfig(c *gin.Context, lbID string) {
 }
 
 func (s *Server) lbAction(c *gin.Context, lbID, action string) {
+	if s.lvsOwns(lbID) {
+		s.lvsAction(c, lbID, action)
+		return
+	}
 	details, err := s.LBs.Action(c.Request.Context(), lbID, action)
 	var ae *haproxy.ActionError
 	switch {
@@ -163,6 +167,10 @@ func (s *Server) lbAction(c *gin.Context, lbID, action string) {
 
 func (s *Server) deleteListener(c *gin.Context) {
 	id := c.Param("id")
+	if s.lvsOwns(id) {
+		s.deleteLVSListener(c, id)
+		return
+	}
 	err := s.LBs.Delete(c.Request.Context(), id)
 	var ae *haproxy.ActionError
 	switch {
@@ -179,7 +187,7 @@ func (s *Server) deleteListener(c *gin.Context) {
 }
 
 func (s *Server) getListeners(c *gin.Context) {
-	writeJSON(c, http.StatusOK, s.LBs.Listeners(c.Request.Context()))
+	writeJSON(c, http.StatusOK, s.listenerStatuses(c.Request.Context()))
 }
 
 func (s *Server) certError(c *gin.Context, err error, lbID, name string) {

@@ -41,6 +41,8 @@ type Deps struct {
 	LBs    LoadBalancers
 	Net    Network
 	VRRP   VRRP
+	// LVS runs the UDP/SCTP listeners (optional).
+	LVS LVSListeners
 	// Version is the agent's own version string, reported by /1.0/details.
 	Version string
 }
@@ -76,6 +78,7 @@ func New(d Deps) *Server {
 	s.routeLoadBalancers(v)
 	s.routeNetwork(v)
 	s.routeVRRP(v)
+	s.routeLVS(v)
 	s.engine = e
 	return s
 }

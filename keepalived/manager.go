@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
@@ -118,6 +119,8 @@ type Manager struct {
 
 	mu      sync.Mutex // serializes Upload and Action
 	checkMu sync.Mutex // serializes writes of the check scripts
+
+	lvs atomic.Pointer[LVSManager] // the LVS listeners the checks cover (SetLVS)
 }
 
 // NewManager returns a Manager.
@@ -350,7 +353,7 @@ func (m *Manager) Reconcile(ctx context.Context) {
 	if err := fsutil.WriteFile(p.CheckScript(), checkScript(p.CheckScriptsDir()), 0o755); err != nil {
 		m.log.Warn("could not rewrite the keepalived check script", "err", err)
 	}
-	if _, err := os.Stat(p.HAProxyCheckScript()); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(p.HAProxyCheckScript()); errors.Is(err, os.ErrNotExist) && !m.lvsGoverns() {
 		if err := m.RefreshCheck(ctx); err != nil {
 			m.log.Warn("could not write the haproxy check script", "err", err)
 		}

@@ -48,7 +48,8 @@ func haproxyCheck(agent string, sockets []string) []byte {
 // (the reference's vrrp_check_script_update). The load-balancer life
 // cycle calls it after an ACTIVE_STANDBY start, stop, reload or delete;
 // which sockets count is the Sockets option's decision, so a stop of an
-// unknown load balancer changes nothing (GAPS C5).
+// unknown load balancer changes nothing (GAPS C5). With LVS listeners
+// (SetLVS) it also maintains lvs_udp_check.sh.
 func (m *Manager) RefreshCheck(ctx context.Context) error {
 	if m.opts.Agent == "" {
 		return fmt.Errorf("keepalived: the agent binary path for the haproxy check is not set")
@@ -57,11 +58,22 @@ func (m *Manager) RefreshCheck(ctx context.Context) error {
 	if m.opts.Sockets != nil {
 		sockets = m.opts.Sockets(ctx)
 	}
+	lvsConfigured, lvsPIDs := m.lvsCheckState(ctx)
 	m.checkMu.Lock()
 	defer m.checkMu.Unlock()
 	p := m.Paths()
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		return err
+	}
+	if err := m.writeLVSCheck(lvsConfigured, lvsPIDs); err != nil {
+		return err
+	}
+	if len(sockets) == 0 && len(lvsPIDs) > 0 {
+		// No load balancer, but LVS listeners run: their check decides
+		// alone (as the reference, which removes this script when there
+		// is no load balancer and there are LVS listeners).
+		m.log.Debug("keepalived haproxy check removed: only LVS listeners run", "lvs", len(lvsPIDs))
+		return fsutil.Remove(p.HAProxyCheckScript())
 	}
 	if err := fsutil.WriteFile(p.HAProxyCheckScript(), haproxyCheck(m.opts.Agent, sockets), 0o644); err != nil {
 		return err

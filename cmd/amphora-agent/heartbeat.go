@@ -12,6 +12,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
 // heartbeatSource feeds the heartbeat sender: the load balancers whose
@@ -19,6 +20,7 @@ import (
 type heartbeatSource struct {
 	cfg *config.Store
 	lbs *haproxy.Manager
+	lvs *keepalived.LVSManager // UDP/SCTP listeners (ExtraStats); may be nil
 }
 
 func (s heartbeatSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
@@ -54,7 +56,7 @@ func runHeartbeat(ctx context.Context, g *globals, args []string) error {
 	}
 	store := config.NewStore(cfg)
 	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
-	src := heartbeatSource{cfg: store, lbs: lbs}
+	src := heartbeatSource{cfg: store, lbs: lbs, lvs: keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})}
 	if skip, reason := src.KeepalivedGate(ctx); skip {
 		fmt.Fprintf(g.stderr, "note: the agent is not sending heartbeats now: %s\n", reason)
 	}
@@ -75,4 +77,30 @@ func runHeartbeat(ctx context.Context, g *globals, args []string) error {
 	out.WriteByte('\n')
 	_, err = g.stdout.Write(out.Bytes())
 	return err
+}
+
+// ExtraStats adds the UDP/SCTP listeners of keepalived LVS to the
+// heartbeat (heartbeat.ExtraSource): absolute IPVS counters mapped onto
+// the haproxy names, pools keyed by bare pool id.
+func (s heartbeatSource) ExtraStats(ctx context.Context) (*haproxy.StatsReport, error) {
+	if s.lvs == nil {
+		return nil, nil
+	}
+	rep, err := s.lvs.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := &haproxy.StatsReport{
+		Listeners: make(map[string]haproxy.ListenerStats, len(rep.Listeners)),
+		Pools:     make(map[string]haproxy.PoolStatus, len(rep.Pools)),
+	}
+	for id, l := range rep.Listeners {
+		out.Listeners[id] = haproxy.ListenerStats{
+			Status: l.Status, Bin: l.InBytes, Bout: l.OutBytes, Scur: l.ActiveConns, Stot: l.Conns,
+		}
+	}
+	for id, p := range rep.Pools {
+		out.Pools[id] = haproxy.PoolStatus{Status: p.Status, Members: p.Members}
+	}
+	return out, nil
 }

@@ -5,7 +5,10 @@
 //	amphora-agent --config-file /etc/octavia/amphora-agent.conf   run the agent
 //	amphora-agent version                                          print the version
 //
-// See "amphora-agent help" for the other subcommands.
+// See "amphora-agent help" for the other subcommands. Invoked as
+// amphora-health-checker, haproxy-vrrp-check or amphora-interface (a link
+// of that name; the image installs hard links) it runs health-check,
+// vrrp-check or interface, the reference's helpers of those names.
 package main
 
 import (
@@ -40,6 +43,8 @@ func commands() []command {
 		{"status", "show what the agent sees: configuration, load balancers, VRRP, interfaces, heartbeat", runStatus},
 		{"interface", "up|down <name|all>: apply the plugged interfaces (boot-time restore)", runInterface},
 		{"vrrp-check", "<stats socket>...: keepalived's haproxy check (exit 0 when every haproxy answers)", runVRRPCheck},
+		{"health-check", "<sctp|udp> [-t seconds] <address> <port>: keepalived's member check of the LVS listeners", runHealthCheck},
+		{"lvs-check", "<pid file>...: keepalived's LVS check (exit 0 when every LVS keepalived runs)", runLVSCheck},
 	}
 }
 
@@ -64,7 +69,7 @@ func (g *globals) register(fs *flag.FlagSet) {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := run(ctx, aliasArgs(os.Args[0], os.Args[1:]), os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,16 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var vrrp *keepalived.Manager // built after lbs: each one calls the other
+	advertise := func(_ context.Context, addrs []string) {
+		// GARP/NA repeats take a moment; the API answers without waiting.
+		wg.Go(func() {
+			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if err := nw.AdvertiseAll(actx, addrs); err != nil {
+				log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
+			}
+		})
+	}
 	lbs := haproxy.NewManager(haproxy.Options{
 		Config:    cfgStore,
 		Units:     units,
@@ -56,28 +67,40 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		Log:       log,
 		Hooks: haproxy.Hooks{
 			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			Advertise: func(_ context.Context, addrs []string) {
-				// GARP/NA repeats take a moment; the API answers without waiting.
-				wg.Go(func() {
-					actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-					defer cancel()
-					if err := nw.AdvertiseAll(actx, addrs); err != nil {
-						log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
-					}
-				})
-			},
+			Advertise:       advertise,
 			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
 		},
 	})
 	lbs.Reconcile(ctx)
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
+		Config:    cfgStore,
+		Units:     units,
+		Systemd:   systemd,
+		NetnsUnit: haproxy.NetnsUnitName,
+		Agent:     strings.TrimSuffix(agentArgv(cfg)[0], " (deleted)"),
+		Log:       log,
+		Hooks: keepalived.LVSHooks{
+			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
+			InstallNetns: func(ctx context.Context) error {
+				return installNetnsUnit(ctx, cfgStore.Current(), units, agentArgv(cfg))
+			},
+			Advertise: func(ctx context.Context, conf []byte) {
+				advertise(ctx, netns.LVSVirtualServerAddresses(conf))
+			},
+			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
+		},
+	})
+	lvs.Reconcile(ctx)
 	vrrp = newVRRP(cfgStore, units, systemd, nw, lbs, agentArgv(cfg), log)
+	vrrp.SetLVS(lvs)
 	vrrp.Reconcile(ctx)
-	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs}, log)
+	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs, lvs: lvs}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	wg.Go(func() { hb.Run(hbCtx) })
 	info := agent.NewInfo(cfgStore)
 	info.Inventory = lbs
+	info.LVS = lvs
 	srv := agent.New(agent.Deps{
 		Config:  cfgStore,
 		Certs:   store,
@@ -86,6 +109,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		LBs:     lbs,
 		Net:     nw,
 		VRRP:    vrrp,
+		LVS:     lvs,
 		Version: version,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())

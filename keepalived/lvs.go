@@ -1,0 +1,537 @@
+package keepalived
+
+// UDP and SCTP listeners: one keepalived per listener in LVS mode, whose
+// configuration the controller renders (octavia/common/jinja/lvs) and
+// uploads with PUT /1.0/listeners/<amphora>/<listener>/udp_listener.
+//
+// Files, all under BASE/lvs:
+//
+//	octavia-keepalivedlvs-<id>.conf        the configuration (0644)
+//	octavia-keepalivedlvs-<id>.pid         keepalived's main pid
+//	octavia-keepalivedlvs-<id>.vrrp.pid    its VRRP child (never started: --check)
+//	octavia-keepalivedlvs-<id>.check.pid   its checker child; the mtime marks the
+//	                                       last (re)start (heartbeat RESTARTING rule)
+//	check/udp_check.sh                     the UDP-CONNECT member check (0755)
+//
+// The service is octavia-keepalivedlvs-<id> under either service manager.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/octavia-go/amphora-agent/agent/config"
+	"github.com/octavia-go/amphora-agent/internal/execx"
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/service"
+)
+
+// LVSServicePrefix starts the service name of every LVS listener.
+const LVSServicePrefix = "octavia-keepalivedlvs-"
+
+// LVSServiceName is the service (unit base name) of an LVS listener.
+func LVSServiceName(listenerID string) string { return LVSServicePrefix + listenerID }
+
+// Errors of the LVS listeners the REST layer maps to statuses
+// (ErrUnknownAction is shared with the VRRP side).
+var (
+	// ErrListenerNotFound: no LVS configuration for this listener id.
+	ErrListenerNotFound = errors.New("UDP listener not found")
+	// ErrBadID: an id is not UUID-shaped; nothing was touched.
+	ErrBadID = errors.New("invalid id")
+)
+
+// LVSHooks connect the LVS listeners to the other components. Every hook
+// is optional.
+type LVSHooks struct {
+	// EnsureNamespace makes sure the data-plane namespace exists before
+	// keepalived starts in it.
+	EnsureNamespace func(ctx context.Context) error
+	// InstallNetns installs the NetnsUnit unit the LVS units require
+	// (systemd only).
+	InstallNetns func(ctx context.Context) error
+	// Advertise sends GARP/NA for the VIPs of a configuration (its
+	// virtual_server_group addresses) after a start or restart in SINGLE
+	// topology.
+	Advertise func(ctx context.Context, config []byte)
+	// VRRPCheckUpdate refreshes keepalived's VRRP check scripts after an
+	// ACTIVE_STANDBY upload, action or delete.
+	VRRPCheckUpdate func(ctx context.Context)
+}
+
+// LVSOptions configure an LVSManager.
+type LVSOptions struct {
+	Config *config.Store
+	// Units runs the services; nil gives a read-only manager (listing,
+	// heartbeat statistics) for the operator subcommands.
+	Units service.Manager
+	// Systemd says Units is the systemd manager: the units require
+	// NetnsUnit.
+	Systemd bool
+	// NetnsUnit is the unit creating the data-plane namespace (without
+	// .service), e.g. "amphora-netns".
+	NetnsUnit string
+	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
+	// iproute2 binary ("/sbin/ip" when empty).
+	Cmd, IPCmd string
+	// Agent is the absolute path of the amphora-agent binary:
+	// check/udp_check.sh runs "Agent health-check udp <ip> <port>".
+	Agent string
+	Hooks LVSHooks
+	// Run runs ipvsadm for the heartbeat statistics (execx.Run when nil).
+	Run func(ctx context.Context, argv ...string) ([]byte, error)
+	// KernelTable returns the IPVS table (/proc/net/ip_vs) of the network
+	// namespace process pid lives in (reads /proc/<pid>/net/ip_vs when
+	// nil).
+	KernelTable func(pid int) ([]byte, error)
+	Log         *slog.Logger
+}
+
+// LVSManager owns the UDP/SCTP listeners of the amphora. Operations on one
+// listener are serialized; different listeners proceed in parallel.
+type LVSManager struct {
+	opts LVSOptions
+	log  *slog.Logger
+
+	mu    sync.Mutex // guards locks and conds
+	locks map[string]*sync.Mutex
+	conds map[string]string // last logged problem per listener (heartbeat)
+}
+
+// NewLVSManager returns an LVSManager; call Reconcile once at start-up.
+func NewLVSManager(o LVSOptions) *LVSManager {
+	if o.Cmd == "" {
+		o.Cmd = DefaultCmd
+	}
+	if o.IPCmd == "" {
+		o.IPCmd = "/sbin/ip"
+	}
+	if o.Run == nil {
+		o.Run = execx.Run
+	}
+	if o.KernelTable == nil {
+		o.KernelTable = func(pid int) ([]byte, error) {
+			return os.ReadFile(fmt.Sprintf("/proc/%d/net/ip_vs", pid))
+		}
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &LVSManager{opts: o, log: log, locks: map[string]*sync.Mutex{}, conds: map[string]string{}}
+}
+
+func (m *LVSManager) cfg() *config.Config { return m.opts.Config.Current() }
+
+func (m *LVSManager) lock(id string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+// LVSPaths is the file layout of the LVS listeners (BASE/lvs).
+type LVSPaths struct{ Dir string }
+
+// Paths returns the layout under the current base_path.
+func (m *LVSManager) Paths() LVSPaths { return LVSPaths{Dir: filepath.Join(m.cfg().BasePath, "lvs")} }
+
+func (p LVSPaths) base(id string) string { return filepath.Join(p.Dir, LVSServicePrefix+id) }
+
+// Config is a listener's configuration file.
+func (p LVSPaths) Config(id string) string { return p.base(id) + ".conf" }
+
+// PIDFile is the pid file of a listener's keepalived.
+func (p LVSPaths) PIDFile(id string) string { return p.base(id) + ".pid" }
+
+// VRRPPIDFile is the pid file of its VRRP child.
+func (p LVSPaths) VRRPPIDFile(id string) string { return p.base(id) + ".vrrp.pid" }
+
+// CheckersPIDFile is the pid file of its checker child.
+func (p LVSPaths) CheckersPIDFile(id string) string { return p.base(id) + ".check.pid" }
+
+// CheckDir holds the member check scripts.
+func (p LVSPaths) CheckDir() string { return filepath.Join(p.Dir, "check") }
+
+// UDPCheckScript is the MISC_CHECK of UDP-CONNECT health monitors.
+func (p LVSPaths) UDPCheckScript() string { return filepath.Join(p.CheckDir(), "udp_check.sh") }
+
+// Exists reports whether the listener has a configuration.
+func (m *LVSManager) Exists(id string) bool {
+	if !fsutil.ValidID(id) {
+		return false
+	}
+	fi, err := os.Stat(m.Paths().Config(id))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// List returns the ids of the configured LVS listeners, sorted.
+func (m *LVSManager) List() []string {
+	entries, err := os.ReadDir(m.Paths().Dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		id, ok := strings.CutPrefix(e.Name(), LVSServicePrefix)
+		if !ok {
+			continue
+		}
+		id, ok = strings.CutSuffix(id, ".conf")
+		if ok && fsutil.ValidID(id) && e.Type().IsRegular() {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Config returns a listener's configuration.
+func (m *LVSManager) Config(id string) ([]byte, error) {
+	if !fsutil.ValidID(id) {
+		return nil, ErrBadID
+	}
+	data, err := os.ReadFile(m.Paths().Config(id))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrListenerNotFound
+	}
+	return data, err
+}
+
+// Upload validates body with `keepalived -t` and installs it as the
+// listener's configuration, writes the member check script and installs
+// (and enables) the listener's service; in ACTIVE_STANDBY it refreshes the
+// VRRP check scripts. A refused configuration is kept as
+// <conf>.new-failed and the installed one is untouched. It returns the MD5
+// of body. Nothing is started or restarted: the controller follows with a
+// reload.
+func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []byte) (string, error) {
+	if !fsutil.ValidID(id) || !fsutil.ValidID(amphoraID) {
+		return "", ErrBadID
+	}
+	if m.opts.Units == nil {
+		return "", errors.New("keepalived LVS: no service manager")
+	}
+	sum := fsutil.MD5Hex(body)
+	unlock := m.lock(id)
+	defer unlock()
+	p := m.Paths()
+	for _, d := range []string{p.Dir, p.CheckDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	if err := m.writeUDPCheck(); err != nil {
+		return "", err
+	}
+	final := p.Config(id)
+	staged := final + ".new"
+	if err := fsutil.WriteFile(staged, body, 0o644); err != nil {
+		return "", err
+	}
+	if err := m.validate(ctx, staged); err != nil {
+		if rerr := fsutil.Rename(staged, final+".new-failed"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return "", err
+	}
+	if err := fsutil.Rename(staged, final); err != nil {
+		return "", err
+	}
+	if err := fsutil.Remove(final + ".new-failed"); err != nil {
+		m.log.Warn("could not remove a refused LVS configuration", "listener_id", id, "err", err)
+	}
+	if err := m.install(ctx, id); err != nil {
+		return "", err
+	}
+	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
+		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	}
+	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", len(body), "md5", sum)
+	return sum, nil
+}
+
+// install renders and installs (enables) the listener's service.
+func (m *LVSManager) install(ctx context.Context, id string) error {
+	fail := func(err error) error {
+		return &ActionError{Message: "Error enabling octavia-keepalivedlvs service", Err: err}
+	}
+	if m.opts.Systemd && m.opts.Hooks.InstallNetns != nil {
+		if err := m.opts.Hooks.InstallNetns(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	svc, err := m.Service(id)
+	if err != nil {
+		return err
+	}
+	changed, err := m.opts.Units.Install(ctx, svc)
+	if err != nil {
+		return fail(err)
+	}
+	if changed {
+		m.log.Info("keepalived LVS service definition updated", "listener_id", id, "unit", svc.Name)
+	}
+	return nil
+}
+
+// Service renders a listener's service for both service managers.
+func (m *LVSManager) Service(id string) (service.Service, error) {
+	c := m.cfg()
+	netnsUnit := m.opts.NetnsUnit
+	if !m.opts.Systemd {
+		netnsUnit = ""
+	}
+	return LVSUnitParams{
+		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
+		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+	}.Service()
+}
+
+// Running reports whether the listener's keepalived runs: its pid file
+// names a live keepalived, or the service manager reports the service
+// active.
+func (m *LVSManager) Running(ctx context.Context, id string) bool {
+	if livePID(m.Paths().PIDFile(id)) > 0 {
+		return true
+	}
+	if m.opts.Units == nil {
+		return false
+	}
+	st, err := m.opts.Units.State(ctx, LVSServiceName(id))
+	return err == nil && st.Active
+}
+
+// RunningCount is the number of LVS listeners whose keepalived runs (the
+// lvs_listener_process_count of /1.0/details).
+func (m *LVSManager) RunningCount() int {
+	n := 0
+	for _, id := range m.List() {
+		if livePID(m.Paths().PIDFile(id)) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Action starts, stops or reloads a listener's keepalived (the action is
+// matched case-insensitively). reload restarts it, so that members start
+// again from their initial state (and a stopped listener starts, GAPS C7).
+// It returns the reference's success detail ("keepalivedlvs listener <id>
+// started", "... restarted", "... stoped").
+func (m *LVSManager) Action(ctx context.Context, id, action string) (string, error) {
+	action = strings.ToLower(action)
+	if action != "start" && action != "stop" && action != "reload" {
+		return "", ErrUnknownAction
+	}
+	if action == "reload" {
+		action = "restart"
+	}
+	if !fsutil.ValidID(id) {
+		return "", ErrBadID
+	}
+	if m.opts.Units == nil {
+		return "", errors.New("keepalived LVS: no service manager")
+	}
+	unlock := m.lock(id)
+	defer unlock()
+	if !m.Exists(id) {
+		return "", ErrListenerNotFound
+	}
+	c := m.cfg()
+	name := LVSServiceName(id)
+	err := m.act(ctx, id, action)
+	if c.ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
+		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	}
+	if err != nil {
+		return "", &ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
+	}
+	m.log.Info("keepalived LVS "+action+"ed", "listener_id", id, "unit", name)
+	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
+		if data, err := os.ReadFile(m.Paths().Config(id)); err == nil {
+			m.opts.Hooks.Advertise(ctx, data)
+		}
+	}
+	return "keepalivedlvs listener " + id + " " + action + "ed", nil
+}
+
+func (m *LVSManager) act(ctx context.Context, id, action string) error {
+	name := LVSServiceName(id)
+	if action == "stop" {
+		if err := m.opts.Units.Stop(ctx, name); err != nil && !errors.Is(err, service.ErrNotFound) {
+			return err
+		}
+		return nil
+	}
+	if m.opts.Hooks.EnsureNamespace != nil {
+		if err := m.opts.Hooks.EnsureNamespace(ctx); err != nil {
+			return err
+		}
+	}
+	// The service definition follows the current configuration (and a
+	// service lost with the supervisor's state is restored).
+	if err := m.install(ctx, id); err != nil {
+		var ae *ActionError
+		if errors.As(err, &ae) {
+			err = ae.Err
+		}
+		return err
+	}
+	// keepalived refuses to start while a pid file names a live process
+	// (a recycled pid after a crash): drop pid files of dead instances.
+	m.removeStalePIDFiles(id)
+	if action == "start" {
+		return m.opts.Units.Start(ctx, name)
+	}
+	return m.opts.Units.Restart(ctx, name)
+}
+
+// removeStalePIDFiles removes the listener's pid files unless its
+// keepalived runs.
+func (m *LVSManager) removeStalePIDFiles(id string) {
+	p := m.Paths()
+	if livePID(p.PIDFile(id)) > 0 {
+		return
+	}
+	for _, f := range []string{p.PIDFile(id), p.VRRPPIDFile(id), p.CheckersPIDFile(id)} {
+		if err := fsutil.Remove(f); err != nil {
+			m.log.Warn("could not remove a stale keepalived pid file", "listener_id", id, "path", f, "err", err)
+		}
+	}
+}
+
+// Delete stops and removes a listener: keepalived, its pid files (each
+// one that exists, GAPS C6), its service and its configuration; in
+// ACTIVE_STANDBY the VRRP check scripts are refreshed (GAPS C6). Deleting
+// an unknown listener succeeds.
+func (m *LVSManager) Delete(ctx context.Context, id string) error {
+	if !fsutil.ValidID(id) {
+		return ErrBadID
+	}
+	if m.opts.Units == nil {
+		return errors.New("keepalived LVS: no service manager")
+	}
+	unlock := m.lock(id)
+	defer unlock()
+	if !m.Exists(id) {
+		return nil
+	}
+	name := LVSServiceName(id)
+	if m.Running(ctx, id) {
+		if err := m.opts.Units.Stop(ctx, name); err != nil && !errors.Is(err, service.ErrNotFound) {
+			return &ActionError{Message: "Error stopping keepalivedlvs", Err: err}
+		}
+	}
+	p := m.Paths()
+	for _, f := range []string{p.PIDFile(id), p.VRRPPIDFile(id), p.CheckersPIDFile(id)} {
+		if err := fsutil.Remove(f); err != nil {
+			return err
+		}
+	}
+	if err := m.opts.Units.Remove(ctx, name); err != nil {
+		return &ActionError{Message: "Error disabling octavia-keepalivedlvs-" + id + " service", Err: err}
+	}
+	// The configuration goes last: an interrupted delete is finished by
+	// the controller's retry.
+	for _, f := range []string{p.Config(id) + ".new-failed", p.Config(id)} {
+		if err := fsutil.Remove(f); err != nil {
+			return err
+		}
+	}
+	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
+		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	}
+	m.log.Info("LVS listener deleted", "listener_id", id)
+	return nil
+}
+
+// LVSListenerStatus is one entry of GET /1.0/listeners.
+type LVSListenerStatus struct {
+	Status string
+	UUID   string
+	// Type is the listener's protocol, UDP or SCTP (GAPS C12: the
+	// reference always says UDP); UDP when the configuration has no
+	// virtual server to tell.
+	Type string
+}
+
+// Listeners reports every LVS listener, the way the reference derives the
+// status: ACTIVE when keepalived runs and the configuration has a virtual
+// server, OFFLINE when it runs without one or is stopped, ERROR when its
+// pid file outlived it or the service manager reports it failed (or
+// restarting after a failure).
+func (m *LVSManager) Listeners(ctx context.Context) []LVSListenerStatus {
+	out := []LVSListenerStatus{}
+	p := m.Paths()
+	for _, id := range m.List() {
+		data, err := os.ReadFile(p.Config(id))
+		if err != nil {
+			m.log.Warn("unreadable LVS configuration skipped", "listener_id", id, "err", err)
+			continue
+		}
+		c := ParseLVSConfig(data)
+		st := LVSListenerStatus{Status: "OFFLINE", UUID: id, Type: "UDP"}
+		if c.Protocol == "SCTP" {
+			st.Type = "SCTP"
+		}
+		_, pidErr := os.Stat(p.PIDFile(id))
+		switch {
+		case livePID(p.PIDFile(id)) > 0:
+			if c.VirtualServer {
+				st.Status = "ACTIVE"
+			}
+		case pidErr == nil:
+			st.Status = "ERROR"
+		case m.opts.Units != nil:
+			if s, err := m.opts.Units.State(ctx, LVSServiceName(id)); err == nil &&
+				(s.ActiveState == "failed" || s.SubState == "auto-restart") {
+				st.Status = "ERROR"
+			}
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Reconcile runs at agent start-up: the member check script follows the
+// agent binary (it may have moved with an upgrade).
+func (m *LVSManager) Reconcile(context.Context) {
+	if len(m.List()) == 0 {
+		return
+	}
+	if err := os.MkdirAll(m.Paths().CheckDir(), 0o755); err != nil {
+		m.log.Warn("LVS check scripts directory", "err", err)
+		return
+	}
+	if err := m.writeUDPCheck(); err != nil {
+		m.log.Warn("could not rewrite the UDP member check script", "err", err)
+	}
+}
+
+// livePID returns the pid on the first line of pidFile when it names a
+// live (not zombie) keepalived process, else 0.
+func livePID(pidFile string) int {
+	data, err := os.ReadFile(pidFile)
+	if err != nil {
+		return 0
+	}
+	first, _, _ := strings.Cut(string(data), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil || pid <= 0 || !pidAlive(pidFile) {
+		return 0
+	}
+	return pid
+}
