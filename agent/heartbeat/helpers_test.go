@@ -232,6 +232,11 @@ defaults
     timeout connect 2s
     timeout client 30s
     timeout server 30s
+    # checks every 100 ms must not time out on a loaded test machine
+    # (the check timeout defaults to the interval)
+    timeout check 2s
+    retries 3
+    option redispatch
 frontend ` + l1 + `
     bind 127.0.0.1:{{fe1}}
     default_backend ` + p1 + `

@@ -20,13 +20,15 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/keepalived"
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
 // runStatus is "amphora-agent status": what the agent sees, for an
 // operator logged into the amphora. It reads the configuration, the
-// files under base_path, the data-plane namespace and the haproxy stats
-// sockets; it changes nothing and needs no running agent.
+// files under base_path, the data-plane namespace, the haproxy stats
+// sockets and the IPVS tables; it changes nothing and needs no running
+// agent.
 func runStatus(ctx context.Context, g *globals, args []string) error {
 	if _, err := subFlags(g, "status", args, nil); err != nil {
 		return err
@@ -64,8 +66,18 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 		printLB(ctx, w, lbs, id)
 	}
 
+	section("UDP/SCTP listeners (keepalived LVS)")
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})
+	lvsList := lvs.Listeners(ctx)
+	if len(lvsList) == 0 {
+		fmt.Fprintln(w, "none configured")
+	}
+	for _, l := range lvsList {
+		fmt.Fprintf(w, "%s  %s %s\n", l.UUID, l.Type, l.Status)
+	}
+
 	section("VRRP")
-	src := heartbeatSource{cfg: store, lbs: lbs}
+	src := heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}
 	if _, err := os.Stat(filepath.Join(cfg.BasePath, "vrrp", "octavia-keepalived.conf")); err != nil {
 		fmt.Fprintln(w, "not configured")
 	} else if skip, reason := src.KeepalivedGate(ctx); skip {
