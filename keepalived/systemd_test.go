@@ -1,7 +1,6 @@
 package keepalived_test
 
 import (
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -15,25 +14,8 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-// sduScript finds testenv/systemd-user.sh ($SDU_SCRIPT overrides).
-func sduScript(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SDU_SCRIPT"); p != "" {
-		return p
-	}
-	root, err := testutil.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(filepath.Dir(root), "shared", "testenv", "systemd-user.sh")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("systemd-user.sh not found at %s (set SDU_SCRIPT): %v", p, err)
-	}
-	return p
-}
-
 // The VRRP keepalived under a real systemd manager (a private user
-// manager, testenv/systemd-user.sh): upload installs and enables the
+// manager from testutil): upload installs and enables the
 // unit, start/reload/stop go through systemd jobs, and a crashed
 // keepalived is restarted by the unit's policy.
 func TestVRRPUnderSystemd(t *testing.T) {
@@ -42,13 +24,7 @@ func TestVRRPUnderSystemd(t *testing.T) {
 	if _, err := exec.LookPath("keepalived"); err != nil {
 		t.Skip("keepalived is not installed (make deps installs it)")
 	}
-	if _, err := os.Stat("/lib/systemd/systemd"); err != nil {
-		t.Skip("systemd is not installed (/lib/systemd/systemd missing)")
-	}
-	if _, err := exec.LookPath("systemctl"); err != nil {
-		t.Skip("systemctl is not installed")
-	}
-	sdu := sduScript(t)
+	testutil.RequireSystemd(t)
 
 	// Data plane: the agent's namespace with the VRRP NIC (eth1), its
 	// peer in another namespace.
@@ -62,21 +38,8 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	dir := "/run/kv-sdu-" + testutil.RandomSuffix(4)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if out, err := exec.CommandContext(ctx, sdu, "clean", dir).CombinedOutput(); err != nil {
-			t.Errorf("systemd-user.sh clean: %v: %s", err, out)
-		}
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, sdu, "start", dir).CombinedOutput(); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "manager.log"))
-		t.Fatalf("systemd-user.sh start: %v: %s\n%s", err, out, log)
-	}
-	unitDir := filepath.Join(dir, "config", "systemd", "user")
+	sd := testutil.StartSystemdManager(t)
+	unitDir := sd.UnitDir
 	// Stand-in for the image's amphora-netns.service (operator-provided,
 	// so the agent keeps it): the agent's own rendering would change this
 	// host's conntrack sysctls.
@@ -86,10 +49,8 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 	systemctl := func(args ...string) string {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		out, _ := exec.CommandContext(ctx, sdu, append([]string{"systemctl", dir}, args...)...).CombinedOutput()
-		return strings.TrimSpace(string(out))
+		out, _ := sd.Systemctl(args...)
+		return strings.TrimSpace(out)
 	}
 
 	agentDir, err := os.MkdirTemp("", "kvs")
@@ -107,12 +68,11 @@ func TestVRRPUnderSystemd(t *testing.T) {
 			"controller_worker/loadbalancer_topology":   "ACTIVE_STANDBY",
 			"amphora_agent/haproxy_user_group_config":   filepath.Join(agentDir, "ug.conf"),
 		},
-		Prefix: []string{sdu, "exec", dir, "--"},
+		Prefix: sd.Prefix(),
 	})
 	t.Cleanup(func() {
 		if t.Failed() {
-			log, _ := os.ReadFile(filepath.Join(dir, "manager.log"))
-			t.Logf("agent log:\n%s\nmanager log:\n%s", a.Log(), log)
+			t.Logf("agent log:\n%s\nmanager log:\n%s", a.Log(), sd.Log())
 		}
 	})
 
