@@ -203,6 +203,11 @@ func StartAgent(t testing.TB, o Options) *Agent {
 			"agent_server_network_dir":   filepath.Join(o.Dir, "interfaces"),
 			"agent_request_read_timeout": "180", "amphora_id": o.AmphoraID,
 			"amphora_udp_driver": "keepalived_lvs", "agent_tls_protocol": "TLSv1.2",
+			// Never the host's service manager, unit directory or
+			// image files, even on a machine booted with systemd.
+			"service_manager":           "builtin",
+			"systemd_unit_dir":          filepath.Join(o.Dir, "units"),
+			"haproxy_user_group_config": filepath.Join(o.Dir, "haproxy-user-group.conf"),
 		},
 		"controller_worker": {"loadbalancer_topology": "SINGLE"},
 	}
