@@ -223,8 +223,9 @@ while time.time() < deadline:
         break
 EOF
 
-step "what an operator sees on the amphora: amphora-agent heartbeat --print"
-"$BIN" --config-file "$DIR/amphora-agent.conf" heartbeat --print 2>/dev/null | head -30
+step "what an operator sees on the amphora: amphora-agent status"
+"$BIN" --config-file "$DIR/amphora-agent.conf" status 2>/dev/null | sed -n '1,/^Heartbeat/p' | sed '$d'
+echo "(and 'amphora-agent heartbeat --print' shows the next heartbeat as indented JSON)"
 
 step "agent log (one structured line per request)"
 tail -n 8 "$DIR/agent.log"

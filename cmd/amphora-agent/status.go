@@ -126,8 +126,11 @@ func certSummary(path string) string {
 		if err != nil {
 			return fmt.Sprintf("%s: %v", path, err)
 		}
-		left := time.Until(c.NotAfter).Round(time.Hour)
-		return fmt.Sprintf("%s (CN %s, expires %s, in %s)", path, c.Subject.CommonName, c.NotAfter.Format(time.RFC3339), left)
+		left := "EXPIRED"
+		if d := time.Until(c.NotAfter); d > 0 {
+			left = fmt.Sprintf("in %d days", int(d.Hours()/24))
+		}
+		return fmt.Sprintf("%s (CN %s, expires %s, %s)", path, c.Subject.CommonName, c.NotAfter.Format(time.RFC3339), left)
 	}
 }
 
