@@ -18,9 +18,8 @@ import (
 // once. The upload is parsed first: a document the agent could not start
 // with is refused and the file on disk is kept.
 func (s *Server) putConfig(c *gin.Context) {
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
+	body, read := s.uploadBody(c)
+	if !read {
 		return
 	}
 	if _, _, err := config.Parse(config.Source{Name: "uploaded configuration", Data: body}); err != nil {
@@ -95,9 +94,8 @@ func restartOnlyChanges(cur, next *config.Config) []string {
 // reference, the body must be a certificate with its matching key; the
 // new pair is served to the next TLS connection without a restart.
 func (s *Server) putCertificate(c *gin.Context) {
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
+	body, read := s.uploadBody(c)
+	if !read {
 		return
 	}
 	if err := s.Certs.Replace(body); err != nil {

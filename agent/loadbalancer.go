@@ -82,47 +82,35 @@ func (s *Server) routeLoadBalancers(v *gin.RouterGroup) {
 func unroutable(c *gin.Context) {
 	raw, _, _ := strings.Cut(c.Request.RequestURI, "?")
 	if strings.Contains(strings.ToLower(raw), "%2f") {
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request",
-			Details: "ids and file names must not contain '/'"})
+		invalidRequest(c, "ids and file names must not contain '/'")
 		return
 	}
 	generic(c, http.StatusNotFound, notFoundText)
 }
 
-func badID(c *gin.Context) {
-	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: "ids must be UUIDs"})
-}
+func badID(c *gin.Context) { invalidRequest(c, "ids must be UUIDs") }
 
 func lbNotFound(c *gin.Context, lbID string) {
 	writeJSON(c, http.StatusNotFound, detailsBody{Message: "Loadbalancer Not Found", Details: "No loadbalancer with UUID: " + lbID})
 }
 
 func (s *Server) putHAProxyConfig(c *gin.Context, amphoraID, lbID string) {
-	if !fsutil.ValidID(amphoraID) || !fsutil.ValidID(lbID) {
-		badID(c)
-		return
-	}
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
+	body, read := s.uploadBody(c, amphoraID, lbID)
+	if !read {
 		return
 	}
 	sum, err := s.LBs.Upload(c.Request.Context(), amphoraID, lbID, body)
 	var ve *haproxy.ValidationError
-	var ae *haproxy.ActionError
 	switch {
 	case err == nil:
 		withETag(c, sum)
 		ok(c, http.StatusAccepted)
 	case errors.As(err, &ve):
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: ve.Output})
-	case errors.As(err, &ae):
-		s.Log.Error("haproxy service install failed", "lb_id", lbID, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+		invalidRequest(c, ve.Output)
 	case errors.Is(err, haproxy.ErrBadID):
 		badID(c)
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "haproxy service install failed", "lb_id", lbID)
 	}
 }
 
@@ -147,21 +135,17 @@ func (s *Server) lbAction(c *gin.Context, lbID, action string) {
 		return
 	}
 	details, err := s.LBs.Action(c.Request.Context(), lbID, action)
-	var ae *haproxy.ActionError
 	switch {
 	case err == nil:
 		okDetails(c, http.StatusAccepted, details)
 	case errors.Is(err, haproxy.ErrUnknownAction):
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid Request", Details: "Unknown action: " + action})
+		unknownAction(c, action)
 	case errors.Is(err, haproxy.ErrBadID):
 		badID(c)
 	case errors.Is(err, haproxy.ErrNotFound):
 		lbNotFound(c, lbID)
-	case errors.As(err, &ae):
-		s.Log.Error("haproxy action failed", "lb_id", lbID, "action", action, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "haproxy action failed", "lb_id", lbID, "action", action)
 	}
 }
 
@@ -171,18 +155,13 @@ func (s *Server) deleteListener(c *gin.Context) {
 		s.deleteLVSListener(c, id)
 		return
 	}
-	err := s.LBs.Delete(c.Request.Context(), id)
-	var ae *haproxy.ActionError
-	switch {
+	switch err := s.LBs.Delete(c.Request.Context(), id); {
 	case err == nil:
 		ok(c, http.StatusOK)
 	case errors.Is(err, haproxy.ErrBadID):
 		badID(c)
-	case errors.As(err, &ae):
-		s.Log.Error("load balancer delete failed", "lb_id", id, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "load balancer delete failed", "lb_id", id)
 	}
 }
 

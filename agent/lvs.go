@@ -10,7 +10,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/octavia-go/amphora-agent/haproxy"
-	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
@@ -68,32 +67,23 @@ func lvsNotFound(c *gin.Context, id string) {
 // gets 400 and changes nothing.
 func (s *Server) putLVSConfig(c *gin.Context) {
 	amphoraID, id := c.Param("amphora"), c.Param("id")
-	if !fsutil.ValidID(amphoraID) || !fsutil.ValidID(id) {
-		badID(c)
-		return
-	}
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
+	body, read := s.uploadBody(c, amphoraID, id)
+	if !read {
 		return
 	}
 	sum, err := s.LVS.Upload(c.Request.Context(), amphoraID, id, body)
 	var ve *keepalived.ValidationError
-	var ae *keepalived.ActionError
 	switch {
 	case err == nil:
 		withETag(c, sum)
 		ok(c, http.StatusOK)
 	case errors.As(err, &ve):
 		s.Log.Warn("keepalived LVS configuration refused", "listener_id", id, "err", err)
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: ve.Output})
-	case errors.As(err, &ae):
-		s.Log.Error("keepalived LVS service install failed", "listener_id", id, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+		invalidRequest(c, ve.Output)
 	case errors.Is(err, keepalived.ErrBadID):
 		badID(c)
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "keepalived LVS service install failed", "listener_id", id)
 	}
 }
 
@@ -117,38 +107,29 @@ func (s *Server) getLVSConfig(c *gin.Context) {
 // lvsAction is the LVS branch of PUT /1.0/loadbalancer/<id>/<action>.
 func (s *Server) lvsAction(c *gin.Context, id, action string) {
 	details, err := s.LVS.Action(c.Request.Context(), id, action)
-	var ae *keepalived.ActionError
 	switch {
 	case err == nil:
 		okDetails(c, http.StatusAccepted, details)
 	case errors.Is(err, keepalived.ErrUnknownAction):
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid Request", Details: "Unknown action: " + strings.ToLower(action)})
+		unknownAction(c, strings.ToLower(action))
 	case errors.Is(err, keepalived.ErrBadID):
 		badID(c)
 	case errors.Is(err, keepalived.ErrListenerNotFound):
 		lvsNotFound(c, id)
-	case errors.As(err, &ae):
-		s.Log.Error("keepalived LVS action failed", "listener_id", id, "action", action, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "keepalived LVS action failed", "listener_id", id, "action", action)
 	}
 }
 
 // deleteLVSListener is the LVS branch of DELETE /1.0/listeners/<id>.
 func (s *Server) deleteLVSListener(c *gin.Context, id string) {
-	err := s.LVS.Delete(c.Request.Context(), id)
-	var ae *keepalived.ActionError
-	switch {
+	switch err := s.LVS.Delete(c.Request.Context(), id); {
 	case err == nil:
 		ok(c, http.StatusOK)
 	case errors.Is(err, keepalived.ErrBadID):
 		badID(c)
-	case errors.As(err, &ae):
-		s.Log.Error("LVS listener delete failed", "listener_id", id, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "LVS listener delete failed", "listener_id", id)
 	}
 }
 

@@ -75,6 +75,16 @@ func okDetails(c *gin.Context, status int, details string) {
 	writeJSON(c, status, detailsBody{Message: "OK", Details: details})
 }
 
+// invalidRequest answers 400 with the reference's "Invalid request" body.
+func invalidRequest(c *gin.Context, details string) {
+	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: details})
+}
+
+// unknownAction answers an action other than start, stop and reload.
+func unknownAction(c *gin.Context, action string) {
+	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid Request", Details: "Unknown action: " + action})
+}
+
 // withETag sets the bare hex MD5 ETag the reference uses (no quotes).
 func withETag(c *gin.Context, md5hex string) { c.Header("ETag", md5hex) }
 

@@ -24,6 +24,8 @@ import (
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/certs"
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/service"
 )
 
 // APIVersion is the only REST API version this agent speaks.
@@ -200,7 +202,39 @@ func (s *Server) bodyError(c *gin.Context, err error) {
 			Details: fmt.Sprintf("the limit is %d bytes ([amphora_agent] max_request_body_size)", s.Config.Current().MaxBodySize)})
 		return
 	}
-	writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: "could not read the request body: " + err.Error()})
+	invalidRequest(c, "could not read the request body: "+err.Error())
+}
+
+// uploadBody checks the ids of an upload, then reads its body (at most
+// max_request_body_size). It reports false when it answered the request
+// itself: a bad id, a body too large or unreadable.
+func (s *Server) uploadBody(c *gin.Context, ids ...string) ([]byte, bool) {
+	for _, id := range ids {
+		if !fsutil.ValidID(id) {
+			badID(c)
+			return nil, false
+		}
+	}
+	body, err := readBody(c, s.Config.Current().MaxBodySize)
+	if err != nil {
+		s.bodyError(c, err)
+		return nil, false
+	}
+	return body, true
+}
+
+// actionFailed answers a service manager's error: a failed action on a
+// service (*service.ActionError) is logged with msg and args and answered
+// with 500 and the reference's message and detail; anything else is an
+// internal error.
+func (s *Server) actionFailed(c *gin.Context, err error, msg string, args ...any) {
+	var ae *service.ActionError
+	if !errors.As(err, &ae) {
+		s.internalError(c, err)
+		return
+	}
+	s.Log.Error(msg, append(args, "err", err)...)
+	writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
 }
 
 // internalError logs err and answers the reference's generic 500.

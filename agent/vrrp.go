@@ -29,26 +29,21 @@ func (s *Server) routeVRRP(v *gin.RouterGroup) {
 // putVRRPConfig is PUT /1.0/vrrp/upload: 200 with the body's MD5 as ETag;
 // a configuration keepalived refuses gets 400 and changes nothing.
 func (s *Server) putVRRPConfig(c *gin.Context) {
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
+	body, read := s.uploadBody(c)
+	if !read {
 		return
 	}
 	sum, err := s.VRRP.Upload(c.Request.Context(), body)
 	var ve *keepalived.ValidationError
-	var ae *keepalived.ActionError
 	switch {
 	case err == nil:
 		withETag(c, sum)
 		ok(c, http.StatusOK)
 	case errors.As(err, &ve):
 		s.Log.Warn("keepalived configuration refused", "err", err)
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid request", Details: ve.Output})
-	case errors.As(err, &ae):
-		s.Log.Error("keepalived service install failed", "unit", keepalived.ServiceName, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+		invalidRequest(c, ve.Output)
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "keepalived service install failed", "unit", keepalived.ServiceName)
 	}
 }
 
@@ -57,16 +52,12 @@ func (s *Server) putVRRPConfig(c *gin.Context) {
 func (s *Server) vrrpAction(c *gin.Context) {
 	action := c.Param("action")
 	details, err := s.VRRP.Action(c.Request.Context(), action)
-	var ae *keepalived.ActionError
 	switch {
 	case err == nil:
 		okDetails(c, http.StatusAccepted, details)
 	case errors.Is(err, keepalived.ErrUnknownAction):
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid Request", Details: "Unknown action: " + strings.ToLower(action)})
-	case errors.As(err, &ae):
-		s.Log.Error("keepalived action failed", "unit", keepalived.ServiceName, "action", action, "err", err)
-		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: ae.Message, Details: ae.Err.Error()})
+		unknownAction(c, strings.ToLower(action))
 	default:
-		s.internalError(c, err)
+		s.actionFailed(c, err, "keepalived action failed", "unit", keepalived.ServiceName, "action", action)
 	}
 }

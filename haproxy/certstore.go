@@ -35,7 +35,7 @@ func (m *Manager) PutCertificate(_ context.Context, lbID, name string, body io.R
 	if err != nil {
 		return "", err
 	}
-	unlock := m.lock(lbID)
+	unlock := m.locks.Lock(lbID)
 	defer unlock()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
@@ -66,7 +66,7 @@ func (m *Manager) DeleteCertificate(_ context.Context, lbID, name string) error 
 	if err != nil {
 		return err
 	}
-	unlock := m.lock(lbID)
+	unlock := m.locks.Lock(lbID)
 	defer unlock()
 	return fsutil.Remove(path)
 }

@@ -8,14 +8,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/keyedlock"
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -28,16 +30,6 @@ var (
 	// ErrUnknownAction: the action is not start, stop or reload.
 	ErrUnknownAction = errors.New("unknown action")
 )
-
-// ActionError reports a failed start, stop or reload with the reference's
-// message ("Error starting haproxy", ...) and the service manager's detail.
-type ActionError struct {
-	Message string
-	Err     error
-}
-
-func (e *ActionError) Error() string { return e.Message + ": " + e.Err.Error() }
-func (e *ActionError) Unwrap() error { return e.Err }
 
 // Hooks connect the load-balancer life cycle to the other components.
 // Every hook is optional.
@@ -76,8 +68,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex // guards locks and sockets
-	locks   map[string]*sync.Mutex
+	locks keyedlock.Map // serializes the operations on one load balancer
+
+	mu      sync.Mutex // guards sockets
 	sockets map[string]cachedSocket
 
 	versionMu sync.Mutex // guards the cached haproxy version
@@ -87,22 +80,10 @@ type Manager struct {
 
 // NewManager returns a Manager; call Reconcile once at start-up.
 func NewManager(o Options) *Manager {
-	return &Manager{opts: o, log: o.Log, locks: map[string]*sync.Mutex{}, sockets: map[string]cachedSocket{}}
+	return &Manager{opts: o, log: o.Log, sockets: map[string]cachedSocket{}}
 }
 
 func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
-
-func (m *Manager) lock(lbID string) func() {
-	m.mu.Lock()
-	l, ok := m.locks[lbID]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[lbID] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 // Paths of one load balancer.
 func (m *Manager) dir(lbID string) string        { return filepath.Join(m.cfg().BasePath, lbID) }
@@ -215,7 +196,7 @@ func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byt
 		return "", ErrBadID
 	}
 	sum := fsutil.MD5Hex(body)
-	unlock := m.lock(lbID)
+	unlock := m.locks.Lock(lbID)
 	defer unlock()
 	c := m.cfg()
 	if c.AmphoraID != "" && !strings.EqualFold(c.AmphoraID, amphoraID) {
@@ -232,19 +213,10 @@ func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byt
 	if err := os.MkdirAll(m.dir(lbID), 0o755); err != nil {
 		return "", err
 	}
-	final := m.ConfigPath(lbID)
-	staged := final + ".new"
-	if err := fsutil.WriteFile(staged, Rewrite(body, v), 0o600); err != nil {
-		return "", err
-	}
 	peer := PeerName(amphoraID)
-	if err := Check(ctx, c.HAProxyCmd, peer, staged, c.UserGroupConfig); err != nil {
-		if rerr := fsutil.Rename(staged, final+".new-failed"); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return "", err
-	}
-	if err := fsutil.Rename(staged, final); err != nil {
+	if err := fsutil.WriteChecked(m.ConfigPath(lbID), Rewrite(body, v), 0o600, func(staged string) error {
+		return Check(ctx, c.HAProxyCmd, peer, staged, c.UserGroupConfig)
+	}); err != nil {
 		return "", err
 	}
 	if err := m.installServices(ctx, lbID, peer, v); err != nil {
@@ -270,7 +242,7 @@ func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Vers
 	}
 	changed, err := m.opts.Units.Install(ctx, svc)
 	if err != nil {
-		return &ActionError{Message: "Error enabling haproxy service", Err: err}
+		return &service.ActionError{Message: "Error enabling haproxy service", Err: err}
 	}
 	if changed {
 		m.log.Info("haproxy service definition updated", "lb_id", lbID, "unit", svc.Name)
@@ -291,7 +263,7 @@ func (m *Manager) installNetnsUnit(ctx context.Context) error {
 	}
 	if _, err := m.opts.Units.Install(ctx, svc); err != nil {
 		// The haproxy unit requires it: report, like a failed enable.
-		return &ActionError{Message: "Error installing " + NetnsUnitName + " service", Err: err}
+		return &service.ActionError{Message: "Error installing " + NetnsUnitName + " service", Err: err}
 	}
 	return nil
 }
@@ -326,32 +298,12 @@ func (m *Manager) Running(ctx context.Context, lbID string) bool {
 // processRuns reports whether the pid on the first line of pidFile is a
 // live (not zombie) process whose command line mentions arg.
 func processRuns(pidFile, arg string) bool {
-	data, err := os.ReadFile(pidFile)
-	if err != nil {
+	pid := procfs.ReadPID(pidFile)
+	if !procfs.Alive(pid) {
 		return false
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := bytes.LastIndexByte(stat, ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' {
-		return false
-	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return false
-	}
-	for _, a := range bytes.Split(cmdline, []byte{0}) {
-		if string(a) == arg {
-			return true
-		}
-	}
-	return false
+	argv, err := procfs.Cmdline(pid)
+	return err == nil && slices.Contains(argv, arg)
 }
 
 // Action starts, stops or reloads a load balancer. It returns the
@@ -364,7 +316,7 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	if !fsutil.ValidID(lbID) {
 		return "", ErrBadID
 	}
-	unlock := m.lock(lbID)
+	unlock := m.locks.Lock(lbID)
 	defer unlock()
 	if !m.Exists(lbID) {
 		return "", ErrNotFound
@@ -373,7 +325,7 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	name := UnitName(lbID)
 	if action != "stop" && m.opts.Hooks.EnsureNamespace != nil {
 		if err := m.opts.Hooks.EnsureNamespace(ctx); err != nil {
-			return "", &ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
+			return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 		}
 	}
 	var err error
@@ -389,7 +341,7 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 		m.opts.Hooks.VRRPCheckUpdate(ctx)
 	}
 	if err != nil {
-		return "", &ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
+		return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 	}
 	m.log.Info("haproxy "+pastTense(action), "lb_id", lbID, "unit", name)
 	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
@@ -461,7 +413,7 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if !fsutil.ValidID(lbID) {
 		return ErrBadID
 	}
-	unlock := m.lock(lbID)
+	unlock := m.locks.Lock(lbID)
 	defer unlock()
 	if !m.Exists(lbID) {
 		// Finish an interrupted delete (the configuration goes first).
@@ -470,7 +422,7 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	name := UnitName(lbID)
 	if m.Running(ctx, lbID) {
 		if err := m.opts.Units.Stop(ctx, name); err != nil {
-			return &ActionError{Message: "Error stopping haproxy", Err: err}
+			return &service.ActionError{Message: "Error stopping haproxy", Err: err}
 		}
 	}
 	socket := m.SocketPath(lbID)
@@ -495,7 +447,7 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 
 func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 	if err := m.opts.Units.Remove(ctx, UnitName(lbID)); err != nil {
-		return &ActionError{Message: "Error disabling haproxy service", Err: err}
+		return &service.ActionError{Message: "Error disabling haproxy service", Err: err}
 	}
 	if err := os.RemoveAll(filepath.Join(m.cfg().BaseCertDir, lbID)); err != nil {
 		m.log.Warn("could not remove load balancer certificates", "lb_id", lbID, "err", err)

@@ -48,6 +48,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
@@ -76,34 +77,18 @@ type hlEnv struct {
 	sd *testutil.SystemdManager
 }
 
-func hlUUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 // hlSetup builds the topology and starts the agent with the given
 // service manager ("builtin" or "systemd").
 func hlSetup(t *testing.T, manager string) *hlEnv {
 	t.Helper()
 	testutil.RequireNetAdmin(t)
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		t.Skip("haproxy is not installed (make deps installs it)")
-	}
+	testutil.RequireBinary(t, "haproxy")
 	testutil.RequireRenderer(t)
 	if manager == "systemd" {
-		hlRequireSystemd(t)
+		testutil.RequireSystemd(t)
 	}
 	e := &hlEnv{}
-	dir, err := os.MkdirTemp("", "hl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "hl")
 	e.dir = dir
 
 	e.dp = testutil.NewNetNS(t, "hl-dp")
@@ -152,16 +137,6 @@ func hlSetup(t *testing.T, manager string) *hlEnv {
 	}
 	e.a = testutil.StartAgent(t, opts)
 	return e
-}
-
-func hlRequireSystemd(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat("/lib/systemd/systemd"); err != nil {
-		t.Skip("systemd is not installed (/lib/systemd/systemd missing): no manager to run haproxy units under")
-	}
-	if _, err := exec.LookPath("systemctl"); err != nil {
-		t.Skip("systemctl is not installed")
-	}
 }
 
 // startSystemdManager starts a private systemd manager (its own mount
@@ -254,10 +229,10 @@ type hlLB struct {
 
 func hlNewLB(e *hlEnv, withTLS bool) *hlLB {
 	lb := &hlLB{
-		id: hlUUID(), httpID: hlUUID(), httpPool: hlUUID(), m1HTTP: hlUUID(), m2HTTP: hlUUID(),
+		id: testutil.NewUUID(), httpID: testutil.NewUUID(), httpPool: testutil.NewUUID(), m1HTTP: testutil.NewUUID(), m2HTTP: testutil.NewUUID(),
 	}
 	if withTLS {
-		lb.httpsID, lb.httpsPool, lb.m1HTTPS, lb.m2HTTPS, lb.certID = hlUUID(), hlUUID(), hlUUID(), hlUUID(), hlUUID()
+		lb.httpsID, lb.httpsPool, lb.m1HTTPS, lb.m2HTTPS, lb.certID = testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
 		lb.certName = lb.certID + ".pem"
 		lb.crtList = lb.httpsID + ".pem"
 		// the controller's crt-list: full paths of the bundles, one a line
@@ -444,27 +419,16 @@ func hlMasterPID(t *testing.T, a *testutil.Agent, lbID string) int {
 	if err != nil || pid <= 0 {
 		t.Fatalf("haproxy pid file %q: %v", data, err)
 	}
-	if !hlAlive(pid) {
+	if !procfs.Alive(pid) {
 		t.Fatalf("haproxy master %d is not running", pid)
 	}
 	return pid
 }
 
-// hlAlive: the process exists and is not a zombie.
-func hlAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
-}
-
 func hlWaitGone(t *testing.T, pid int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for hlAlive(pid) {
+	for procfs.Alive(pid) {
 		if time.Now().After(deadline) {
 			t.Fatalf("haproxy master %d still running", pid)
 		}
@@ -952,7 +916,7 @@ func hlParallelLBs(t *testing.T, e *hlEnv, base string) {
 			syscall.Close(fd)
 		}
 	}()
-	lbA, lbB := hlUUID(), hlUUID()
+	lbA, lbB := testutil.NewUUID(), testutil.NewUUID()
 	// A's config: the base plus a TLS frontend whose certificate is the FIFO
 	slowA := base + "\nfrontend hl-hold\n    mode http\n    bind 127.0.0.1:1 ssl crt " + fifo + "\n"
 	type answer struct {

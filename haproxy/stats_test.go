@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata/ captures from a live haproxy")
@@ -110,117 +111,43 @@ type fixture struct {
 	fe1, fe2            string // frontend addresses
 }
 
-func needHAProxy(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skipf("haproxy binary not installed (%v); apt-get install haproxy", err)
-	}
-	return p
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// shortDir returns a fresh directory with a short path, so unix socket
-// paths stay far below the 108-byte limit whatever the test name.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "hx")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 // runHAProxy starts haproxy in the foreground on cfg (with {{dir}}
 // replaced) and stops it, by pid, when the test ends. It returns once the
 // socket named readySock answers.
 func runHAProxy(t testing.TB, dir, cfg, readySock string) {
 	t.Helper()
-	bin := needHAProxy(t)
-	cfg = strings.ReplaceAll(cfg, "{{dir}}", dir)
 	path := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "{{dir}}", dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logPath := path + ".log"
-	out, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(bin, "-f", path, "-db")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
+	testutil.StartHAProxy(t, path, func(ctx context.Context) error {
+		_, err := NewStatsClient(readySock).ShowInfo(ctx)
+		return err
 	})
-	c := NewStatsClient(readySock)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_, err := c.ShowInfo(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("haproxy exited: %s", readLog(logPath))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy socket %s not answering: %v\n%s", readySock, err, readLog(logPath))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func readLog(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
 }
 
 // startFixture runs haproxy on fixtureConfig with a real member server,
 // waits until every health check settled, and returns the fixture.
 func startFixture(t testing.TB) *fixture {
 	t.Helper()
-	needHAProxy(t)
+	testutil.RequireBinary(t, "haproxy")
 	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "ok")
 	}))
 	t.Cleanup(member.Close)
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t, "hx")
 	f := &fixture{userSock: filepath.Join(dir, "u.sock"), adminSock: filepath.Join(dir, "a.sock")}
-	fe1, fe2 := freePort(t), freePort(t)
+	fe1, fe2 := testutil.FreePort(t), testutil.FreePort(t)
 	f.fe1, f.fe2 = fmt.Sprintf("127.0.0.1:%d", fe1), fmt.Sprintf("127.0.0.1:%d", fe2)
 	cfg := strings.NewReplacer(
-		"{{fe1}}", fmt.Sprint(fe1), "{{fe2}}", fmt.Sprint(fe2), "{{prom}}", fmt.Sprint(freePort(t)),
-		"{{closed}}", fmt.Sprint(freePort(t)), "{{member}}", member.Listener.Addr().String(),
+		"{{fe1}}", fmt.Sprint(fe1), "{{fe2}}", fmt.Sprint(fe2), "{{prom}}", fmt.Sprint(testutil.FreePort(t)),
+		"{{closed}}", fmt.Sprint(testutil.FreePort(t)), "{{member}}", member.Listener.Addr().String(),
 	).Replace(fixtureConfig)
 	runHAProxy(t, dir, cfg, f.userSock)
 
 	c := NewStatsClient(f.userSock)
 	want := fixtureStatuses()
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		r, err := c.Report(context.Background())
 		if err != nil {
 			return false, err.Error()
@@ -229,22 +156,6 @@ func startFixture(t testing.TB) *fixture {
 		return d == "", d
 	})
 	return f
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, limit time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %s", limit, why)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // rawRequest sends req on a new connection and returns the whole answer.
@@ -297,7 +208,7 @@ func TestLiveStats(t *testing.T) {
 	defer hold.Close()
 
 	var after *StatsReport
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		after, err = c.Report(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -620,7 +531,7 @@ func TestParseShowInfo(t *testing.T) {
 // not produce on demand (an answer that never comes, garbage, floods).
 func fakeSocket(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
-	path := filepath.Join(shortDir(t), "f.sock")
+	path := filepath.Join(testutil.ShortDir(t, "hx"), "f.sock")
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -645,7 +556,7 @@ func fakeSocket(t *testing.T, handle func(net.Conn)) string {
 }
 
 func TestQueryRefusesSeparators(t *testing.T) {
-	c := NewStatsClient(filepath.Join(shortDir(t), "none.sock"))
+	c := NewStatsClient(filepath.Join(testutil.ShortDir(t, "hx"), "none.sock"))
 	for _, cmd := range []string{"", "show info;disable server a/b", "show info\nshutdown frontend x", "show info\r", "show\x00info"} {
 		if _, err := c.Query(context.Background(), cmd); !errors.Is(err, ErrStatsCommand) {
 			t.Errorf("Query(%q) err = %v; want ErrStatsCommand", cmd, err)
@@ -655,7 +566,7 @@ func TestQueryRefusesSeparators(t *testing.T) {
 
 func TestQueryFailures(t *testing.T) {
 	t.Run("missing socket", func(t *testing.T) {
-		c := NewStatsClient(filepath.Join(shortDir(t), "none.sock"))
+		c := NewStatsClient(filepath.Join(testutil.ShortDir(t, "hx"), "none.sock"))
 		_, err := c.Report(context.Background())
 		if err == nil || !strings.Contains(err.Error(), "none.sock") {
 			t.Fatalf("err = %v; want a dial error naming the socket", err)
@@ -717,7 +628,7 @@ func TestQueryFailures(t *testing.T) {
 	})
 	t.Run("one command per connection, newline terminated", func(t *testing.T) {
 		got := make(chan string, 1)
-		path := filepath.Join(shortDir(t), "f.sock")
+		path := filepath.Join(testutil.ShortDir(t, "hx"), "f.sock")
 		ln, err := net.Listen("unix", path)
 		if err != nil {
 			t.Fatal(err)

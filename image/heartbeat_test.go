@@ -5,35 +5,15 @@ package image
 // (python3-octavia, /usr/bin/python3) to decode what arrives.
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"os/exec"
 	"sync"
 	"testing"
 	"time"
-)
 
-// decoderScript decodes one heartbeat per input line:
-// {"pkt": base64, "key": "..."} -> {"ok": true, "msg": {...}} or {"ok": false, "error": "..."}.
-const decoderScript = `
-import base64, json, sys, warnings
-warnings.filterwarnings('ignore')
-from octavia.amphorae.backends.health_daemon import status_message
-for line in sys.stdin:
-    req = json.loads(line)
-    try:
-        out = {'ok': True, 'msg': status_message.unwrap_envelope(base64.b64decode(req['pkt']), req['key'])}
-    except Exception as e:
-        out = {'ok': False, 'error': '%s: %s' % (type(e).__name__, e)}
-    sys.stdout.write(json.dumps(out) + '\n')
-    sys.stdout.flush()
-`
+	"github.com/octavia-go/amphora-agent/internal/testutil"
+)
 
 // heartbeat is a decoded heartbeat message (version 3).
 type heartbeat struct {
@@ -59,92 +39,39 @@ type received struct {
 type heartbeats struct {
 	key  string
 	conn net.PacketConn
-	done chan struct{}
+	dec  *testutil.OctaviaDecoder
 
 	mu      sync.Mutex
 	packets []*received
-
-	dec    *exec.Cmd
-	in     io.WriteCloser
-	out    *bufio.Reader
-	stderr bytes.Buffer
 }
 
 // listenHeartbeats starts a receiver on addr (ip:0) and the decoder.
 func listenHeartbeats(t *testing.T, addr, key string) *heartbeats {
 	t.Helper()
-	conn, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatalf("heartbeat receiver on %s: %v", addr, err)
-	}
-	h := &heartbeats{key: key, conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(h.done)
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return // closed
-			}
-			h.mu.Lock()
-			h.packets = append(h.packets, &received{at: time.Now(), pkt: bytes.Clone(buf[:n])})
-			h.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-h.done })
-
-	h.dec = exec.Command("/usr/bin/python3", "-c", decoderScript)
-	h.dec.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
-	h.dec.Stderr = &h.stderr
-	if h.in, err = h.dec.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := h.dec.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.out = bufio.NewReader(stdout)
-	if err := h.dec.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.in.Close()
-		exited := make(chan struct{})
-		go func() { _ = h.dec.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = h.dec.Process.Kill()
-			<-exited
-		}
+	h := &heartbeats{key: key}
+	h.conn = testutil.ListenUDP(t, "udp", addr, func(pkt []byte) {
+		h.mu.Lock()
+		h.packets = append(h.packets, &received{at: time.Now(), pkt: pkt})
+		h.mu.Unlock()
 	})
+	h.dec = testutil.NewOctaviaDecoder(t)
 	return h
 }
 
 // Addr is the receiver's address, for controller_ip_port_list.
 func (h *heartbeats) Addr() string { return h.conn.LocalAddr().String() }
 
-func (h *heartbeats) decode(pkt []byte) (*heartbeat, error) {
-	req, _ := json.Marshal(map[string]string{"pkt": base64.StdEncoding.EncodeToString(pkt), "key": h.key})
-	if _, err := h.in.Write(append(req, '\n')); err != nil {
-		return nil, fmt.Errorf("decoder: %w (%s)", err, h.stderr.String())
-	}
-	line, err := h.out.ReadBytes('\n')
+func (h *heartbeats) decode(t *testing.T, pkt []byte) (*heartbeat, error) {
+	t.Helper()
+	raw, _, err := h.dec.Unwrap(t, pkt, h.key)
 	if err != nil {
-		return nil, fmt.Errorf("decoder: %w (%s)", err, h.stderr.String())
+		return nil, err
 	}
-	var res struct {
-		OK    bool       `json:"ok"`
-		Msg   *heartbeat `json:"msg"`
-		Error string     `json:"error"`
+	var msg heartbeat
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		return nil, fmt.Errorf("decoded heartbeat %s: %w", raw, err)
 	}
-	if err := json.Unmarshal(line, &res); err != nil {
-		return nil, fmt.Errorf("decoder output %q: %w", line, err)
-	}
-	if !res.OK {
-		return nil, fmt.Errorf("unwrap_envelope: %s", res.Error)
-	}
-	return res.Msg, nil
+	return &msg, nil
 }
 
 // await waits (bounded) for a heartbeat received after since that
@@ -163,7 +90,7 @@ func (h *heartbeats) await(t *testing.T, since time.Time, d time.Duration, what 
 				continue
 			}
 			if p.msg == nil {
-				msg, err := h.decode(p.pkt)
+				msg, err := h.decode(t, p.pkt)
 				if err != nil {
 					t.Fatalf("heartbeat of %d bytes: %v", len(p.pkt), err)
 				}

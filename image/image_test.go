@@ -56,20 +56,6 @@ const (
 	dataPlaneNS = "amphora-haproxy" // the agent's default network_namespace
 )
 
-func newUUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func neutronMAC() string {
-	return "fa:16:3e:" + testutil.RandomSuffix(1) + ":" + testutil.RandomSuffix(1) + ":" + testutil.RandomSuffix(1)
-}
-
 // mgmtLink is the management network between the test (the controller)
 // and the amphora.
 type mgmtLink struct {
@@ -145,7 +131,7 @@ func newMgmtLink(t *testing.T, amp *testutil.NetNS) *mgmtLink {
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", m.HostIf).Run() })
 	for _, argv := range [][]string{
-		{"ip", "-n", amp.Name, "link", "set", "eth0", "address", neutronMAC()},
+		{"ip", "-n", amp.Name, "link", "set", "eth0", "address", testutil.NeutronMAC()},
 		{"ip", "-n", amp.Name, "addr", "add", m.AmpIP + "/30", "dev", "eth0"},
 		{"ip", "-n", amp.Name, "link", "set", "eth0", "up"},
 		{"ip", "addr", "add", m.HostIP + "/30", "dev", m.HostIf},
@@ -336,8 +322,8 @@ func TestAmphoraImage(t *testing.T) {
 	}
 	t.Cleanup(func() { removeTree(t, dir) })
 
-	amphoraID, lbID, listenerID, poolID, m1ID, m2ID := newUUID(), newUUID(), newUUID(), newUUID(), newUUID(), newUUID()
-	vipMAC, memMAC := neutronMAC(), neutronMAC()
+	amphoraID, lbID, listenerID, poolID, m1ID, m2ID := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
+	vipMAC, memMAC := testutil.NeutronMAC(), testutil.NeutronMAC()
 	hbKey := "insecure-" + testutil.RandomSuffix(4)
 
 	// Octavia's templater takes seconds to start: render meanwhile.

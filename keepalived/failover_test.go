@@ -22,7 +22,6 @@ package keepalived_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -43,6 +42,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
@@ -56,32 +56,12 @@ const (
 	kvAgentPort = 9443
 )
 
-func kvUUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-func kvMAC() string {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
-}
-
 // kvRequire skips when a component of the test is really absent.
 func kvRequire(t *testing.T) {
 	t.Helper()
 	testutil.RequireNetAdmin(t)
 	for _, p := range []string{"keepalived", "haproxy", "nsenter", "unshare"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s is not installed (make deps installs it)", p)
-		}
+		testutil.RequireBinary(t, p)
 	}
 	testutil.RequireRenderer(t)
 	if _, err := os.Stat("/usr/lib/python3/dist-packages/octavia/amphorae/drivers/keepalived/jinja/jinja_cfg.py"); err != nil {
@@ -156,13 +136,9 @@ type kvAmphora struct {
 // ACTIVE_STANDBY).
 func startAmphora(t *testing.T, name string, sw *testutil.NetNS, vrrpIP string) *kvAmphora {
 	t.Helper()
-	a := &kvAmphora{t: t, name: name, id: kvUUID(), mac: kvMAC(), vrrpIP: vrrpIP}
+	a := &kvAmphora{t: t, name: name, id: testutil.NewUUID(), mac: testutil.NeutronMAC(), vrrpIP: vrrpIP}
 	a.ns = testutil.NewNetNS(t, "kv-"+name)
-	dir, err := os.MkdirTemp("", "kv"+name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "kv"+name)
 	a.dir, a.base, a.conf = dir, filepath.Join(dir, "lib"), filepath.Join(dir, "agent.conf")
 	a.downMark = filepath.Join(dir, "haproxy-down")
 
@@ -195,6 +171,7 @@ func startAmphora(t *testing.T, name string, sw *testutil.NetNS, vrrpIP string) 
 	if err := os.WriteFile(filepath.Join(bin, "haproxy"), []byte(wrapper), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	a.pki, err = testutil.NewPKI(filepath.Join(dir, "pki"), a.id)
 	if err != nil {
 		t.Fatal(err)
@@ -390,33 +367,12 @@ func (a *kvAmphora) hasVIP() bool {
 	return false
 }
 
-func readPID(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(st, ')')
-	return i > 0 && i+2 < len(st) && st[i+2] != 'Z'
-}
-
 func (a *kvAmphora) keepalivedPID() int {
-	return readPID(filepath.Join(a.base, "vrrp", "octavia-keepalived.pid"))
+	return procfs.ReadPID(filepath.Join(a.base, "vrrp", "octavia-keepalived.pid"))
 }
 
 func (a *kvAmphora) haproxyPID(lbID string) int {
-	return readPID(filepath.Join(a.base, lbID, lbID+".pid"))
+	return procfs.ReadPID(filepath.Join(a.base, lbID, lbID+".pid"))
 }
 
 // destroy stops the agent and kills, by PID, every process of this
@@ -471,7 +427,7 @@ func (a *kvAmphora) destroy() {
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for _, p := range pids {
-			for alive(p) && time.Now().Before(deadline) {
+			for procfs.Alive(p) && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
 		}
@@ -708,7 +664,7 @@ func TestVRRPFailover(t *testing.T) {
 
 	// The controller's flow: plug the VIP (the VRRP port), upload and
 	// start the load balancer, then the VRRP configuration.
-	lbID, listenerID, poolID, memberID := kvUUID(), kvUUID(), kvUUID(), kvUUID()
+	lbID, listenerID, poolID, memberID := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
 	noMonitor := false
 	var specs []testutil.RenderSpec
 	for _, a := range amps {
@@ -755,7 +711,7 @@ func TestVRRPFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	hpid := amp1.haproxyPID(lbID)
-	if !alive(hpid) {
+	if !procfs.Alive(hpid) {
 		t.Fatalf("amp1 haproxy pid %d not running", hpid)
 	}
 	kill := time.Now()
@@ -780,7 +736,7 @@ func TestVRRPFailover(t *testing.T) {
 
 	// 2. keepalived of the MASTER crashes (SIGKILL of its main process).
 	kpid := amp1.keepalivedPID()
-	if !alive(kpid) {
+	if !procfs.Alive(kpid) {
 		t.Fatalf("amp1 keepalived pid %d not running", kpid)
 	}
 	kill = time.Now()
@@ -797,7 +753,7 @@ func TestVRRPFailover(t *testing.T) {
 	// the higher priority it takes the VIP back (preemption).
 	back := waitFor(t, 60*time.Second, "amp1's keepalived restarted", func() bool {
 		p := amp1.keepalivedPID()
-		return p != kpid && alive(p)
+		return p != kpid && procfs.Alive(p)
 	})
 	back += waitFor(t, 60*time.Second, "the VIP back on amp1", func() bool { return amp1.hasVIP() && !amp2.hasVIP() })
 	now = time.Now()
@@ -833,7 +789,7 @@ func TestVRRPFailover(t *testing.T) {
 		t.Errorf("reload: %d %s", code, body)
 	}
 	time.Sleep(2 * time.Second) // observation window (nothing may happen), not a synchronisation
-	if p := master.keepalivedPID(); p != kpid || !alive(p) {
+	if p := master.keepalivedPID(); p != kpid || !procfs.Alive(p) {
 		t.Errorf("keepalived pid %d -> %d", kpid, p)
 	}
 	if !master.hasVIP() {
@@ -847,7 +803,7 @@ func TestVRRPFailover(t *testing.T) {
 	// new agent finds it (start reloads it) and the VIP stays.
 	now = time.Now()
 	master.restartAgent()
-	if p := master.keepalivedPID(); p != kpid || !alive(p) {
+	if p := master.keepalivedPID(); p != kpid || !procfs.Alive(p) {
 		t.Errorf("keepalived pid %d -> %d across the agent restart", kpid, p)
 	}
 	code, body = master.do(http.MethodPut, "/1.0/vrrp/start", nil)

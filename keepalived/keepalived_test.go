@@ -14,6 +14,7 @@ import (
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -139,13 +140,6 @@ There are 3 missing '}'s or extra '{'s
 	}
 }
 
-func requireKeepalived(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(DefaultCmd); err != nil {
-		t.Skipf("keepalived is not installed (%s missing; make deps installs it)", DefaultCmd)
-	}
-}
-
 // newTestManager returns a Manager on a temporary base path, with a
 // service manager that is the real built-in supervisor (nothing is
 // started by these tests) and a data-plane namespace that does not exist,
@@ -176,7 +170,7 @@ func withBase(m *Manager, text string) []byte {
 }
 
 func TestUploadValidates(t *testing.T) {
-	requireKeepalived(t)
+	testutil.RequireBinary(t, DefaultCmd)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, _ := newTestManager(t, "/b/lb1.sock", "/b/lb 2.sock")
@@ -236,7 +230,7 @@ func TestUploadValidates(t *testing.T) {
 // C3: the check script comes back with the next upload (or agent start)
 // even when the service definition already exists.
 func TestCheckScriptRewritten(t *testing.T) {
-	requireKeepalived(t)
+	testutil.RequireBinary(t, DefaultCmd)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, _ := newTestManager(t)
@@ -270,9 +264,7 @@ func TestCheckScriptRewritten(t *testing.T) {
 // script of check_scripts must succeed, and the haproxy check without a
 // socket fails (C4).
 func TestCheckScriptChain(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
-	}
+	testutil.RequireBinary(t, "bash")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -424,7 +416,7 @@ func TestActionsWithoutConfiguration(t *testing.T) {
 	m, _ := newTestManager(t)
 	for _, a := range []string{"start", "Reload"} {
 		_, err := m.Action(ctx, a)
-		var ae *ActionError
+		var ae *service.ActionError
 		if !errors.As(err, &ae) || !errors.Is(err, ErrNotConfigured) ||
 			ae.Message != "Failed to "+strings.ToLower(a)+" octavia-keepalived service" {
 			t.Errorf("%s: %v", a, err)
@@ -441,13 +433,11 @@ func TestActionsWithoutConfiguration(t *testing.T) {
 // A namespace name that ip cannot enter (a stale /run/netns entry) must
 // not turn into a refused configuration.
 func TestValidateStaleNamespace(t *testing.T) {
-	requireKeepalived(t)
+	testutil.RequireBinary(t, DefaultCmd)
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to write /run/netns")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2 (ip) is not installed")
-	}
+	testutil.RequireBinary(t, "ip")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, _ := newTestManager(t)

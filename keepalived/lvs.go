@@ -23,13 +23,15 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/keyedlock"
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -100,8 +102,9 @@ type LVSManager struct {
 	opts LVSOptions
 	log  *slog.Logger
 
-	mu    sync.Mutex // guards locks and conds
-	locks map[string]*sync.Mutex
+	locks keyedlock.Map // serializes the operations on one listener
+
+	mu    sync.Mutex        // guards conds
 	conds map[string]string // last logged problem per listener (heartbeat)
 }
 
@@ -125,22 +128,10 @@ func NewLVSManager(o LVSOptions) *LVSManager {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &LVSManager{opts: o, log: log, locks: map[string]*sync.Mutex{}, conds: map[string]string{}}
+	return &LVSManager{opts: o, log: log, conds: map[string]string{}}
 }
 
 func (m *LVSManager) cfg() *config.Config { return m.opts.Config.Current() }
-
-func (m *LVSManager) lock(id string) func() {
-	m.mu.Lock()
-	l, ok := m.locks[id]
-	if !ok {
-		l = &sync.Mutex{}
-		m.locks[id] = l
-	}
-	m.mu.Unlock()
-	l.Lock()
-	return l.Unlock
-}
 
 // LVSPaths is the file layout of the LVS listeners (BASE/lvs).
 type LVSPaths struct{ Dir string }
@@ -225,7 +216,7 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 		return "", errors.New("keepalived LVS: no service manager")
 	}
 	sum := fsutil.MD5Hex(body)
-	unlock := m.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 	p := m.Paths()
 	for _, d := range []string{p.Dir, p.CheckDir()} {
@@ -237,17 +228,7 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 		return "", err
 	}
 	final := p.Config(id)
-	staged := final + ".new"
-	if err := fsutil.WriteFile(staged, body, 0o644); err != nil {
-		return "", err
-	}
-	if err := m.validate(ctx, staged); err != nil {
-		if rerr := fsutil.Rename(staged, final+".new-failed"); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return "", err
-	}
-	if err := fsutil.Rename(staged, final); err != nil {
+	if err := fsutil.WriteChecked(final, body, 0o644, func(staged string) error { return m.validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := fsutil.Remove(final + ".new-failed"); err != nil {
@@ -266,7 +247,7 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 // install renders and installs (enables) the listener's service.
 func (m *LVSManager) install(ctx context.Context, id string) error {
 	fail := func(err error) error {
-		return &ActionError{Message: "Error enabling octavia-keepalivedlvs service", Err: err}
+		return &service.ActionError{Message: "Error enabling octavia-keepalivedlvs service", Err: err}
 	}
 	if m.opts.Systemd && m.opts.Hooks.InstallNetns != nil {
 		if err := m.opts.Hooks.InstallNetns(ctx); err != nil {
@@ -345,7 +326,7 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	if m.opts.Units == nil {
 		return "", errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 	if !m.Exists(id) {
 		return "", ErrListenerNotFound
@@ -357,7 +338,7 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 		m.opts.Hooks.VRRPCheckUpdate(ctx)
 	}
 	if err != nil {
-		return "", &ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
+		return "", &service.ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
 	}
 	m.log.Info("keepalived LVS "+action+"ed", "listener_id", id, "unit", name)
 	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
@@ -384,7 +365,7 @@ func (m *LVSManager) act(ctx context.Context, id, action string) error {
 	// The service definition follows the current configuration (and a
 	// service lost with the supervisor's state is restored).
 	if err := m.install(ctx, id); err != nil {
-		var ae *ActionError
+		var ae *service.ActionError
 		if errors.As(err, &ae) {
 			err = ae.Err
 		}
@@ -424,7 +405,7 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 	if m.opts.Units == nil {
 		return errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.lock(id)
+	unlock := m.locks.Lock(id)
 	defer unlock()
 	if !m.Exists(id) {
 		return nil
@@ -432,7 +413,7 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 	name := LVSServiceName(id)
 	if m.Running(ctx, id) {
 		if err := m.opts.Units.Stop(ctx, name); err != nil && !errors.Is(err, service.ErrNotFound) {
-			return &ActionError{Message: "Error stopping keepalivedlvs", Err: err}
+			return &service.ActionError{Message: "Error stopping keepalivedlvs", Err: err}
 		}
 	}
 	p := m.Paths()
@@ -442,7 +423,7 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 		}
 	}
 	if err := m.opts.Units.Remove(ctx, name); err != nil {
-		return &ActionError{Message: "Error disabling octavia-keepalivedlvs-" + id + " service", Err: err}
+		return &service.ActionError{Message: "Error disabling octavia-keepalivedlvs-" + id + " service", Err: err}
 	}
 	// The configuration goes last: an interrupted delete is finished by
 	// the controller's retry.
@@ -524,13 +505,14 @@ func (m *LVSManager) Reconcile(context.Context) {
 // livePID returns the pid on the first line of pidFile when it names a
 // live (not zombie) keepalived process, else 0.
 func livePID(pidFile string) int {
-	data, err := os.ReadFile(pidFile)
-	if err != nil {
+	pid := procfs.ReadPID(pidFile)
+	if pid == 0 {
 		return 0
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 || !pidAlive(pidFile) {
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return 0
+	}
+	if st, err := procfs.ReadStat(pid); err != nil || st.Comm != "keepalived" || st.Gone() {
 		return 0
 	}
 	return pid

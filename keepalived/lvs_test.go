@@ -19,8 +19,6 @@ package keepalived
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -89,64 +87,11 @@ done
 exit 1
 `
 
-func lvsUUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// requireLVSRenderer skips when python3-octavia's LVS templater is absent.
-func requireLVSRenderer(t *testing.T) {
-	t.Helper()
-	testutil.RequireOctavia(t)
-	if _, err := os.Stat("/usr/lib/python3/dist-packages/octavia/common/jinja/lvs/jinja_cfg.py"); err != nil {
-		t.Skip("python3-octavia's LVS templater is not installed")
-	}
-}
-
 // renderLVS renders spec (test/interop/render_lvs.py) with the
 // controller's own templater.
 func renderLVS(t *testing.T, spec map[string]any) []byte {
 	t.Helper()
-	return renderLVSAll(t, spec)[0]
-}
-
-// renderLVSAll renders several specs in one run of the templater.
-func renderLVSAll(t *testing.T, specs ...map[string]any) [][]byte {
-	t.Helper()
-	requireLVSRenderer(t)
-	root, err := testutil.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := json.Marshal(specs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_lvs.py"))
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("render_lvs.py: %v: %s", err, stderr.Bytes())
-	}
-	var texts []string
-	if err := json.Unmarshal(out, &texts); err != nil || len(texts) != len(specs) {
-		t.Fatalf("render_lvs.py output: %v\n%s", err, out)
-	}
-	res := make([][]byte, len(texts))
-	for i, text := range texts {
-		res[i] = []byte(text)
-	}
-	return res
+	return testutil.RenderLVS(t, spec)[0]
 }
 
 // lvsSpec is a UDP listener on two IPv4 VIPs and one IPv6 VIP with a
@@ -158,8 +103,8 @@ type lvsSpec struct {
 }
 
 func newLVSSpec() lvsSpec {
-	return lvsSpec{lb: lvsUUID(), listener: lvsUUID(), pool: lvsUUID(), monitor: lvsUUID(),
-		m1: lvsUUID(), m2: lvsUUID(), m3: lvsUUID()}
+	return lvsSpec{lb: testutil.NewUUID(), listener: testutil.NewUUID(), pool: testutil.NewUUID(), monitor: testutil.NewUUID(),
+		m1: testutil.NewUUID(), m2: testutil.NewUUID(), m3: testutil.NewUUID()}
 }
 
 func (s lvsSpec) render(base string, edit func(spec map[string]any)) map[string]any {
@@ -193,7 +138,7 @@ func poolOf(spec map[string]any) map[string]any {
 
 func TestParseLVSConfigRendered(t *testing.T) {
 	s := newLVSSpec()
-	confs := renderLVSAll(t, s.render("/var/lib/octavia", nil),
+	confs := testutil.RenderLVS(t, s.render("/var/lib/octavia", nil),
 		s.render("/b", func(spec map[string]any) {
 			listenerOf(spec)["protocol"] = "SCTP"
 			poolOf(spec)["monitor"] = nil
@@ -235,8 +180,8 @@ func TestParseLVSConfigRendered(t *testing.T) {
 // (the reference stores them unchecked; refusing one would break a
 // listener the reference runs), and broken ones do not.
 func TestValidateRenderedLVSConfigs(t *testing.T) {
-	requireKeepalived(t)
-	requireLVSRenderer(t)
+	testutil.RequireBinary(t, DefaultCmd)
+	testutil.RequireLVSRenderer(t)
 	dir := t.TempDir()
 	cfg := config.Defaults()
 	cfg.BasePath = dir
@@ -281,7 +226,7 @@ func TestValidateRenderedLVSConfigs(t *testing.T) {
 		names = append(names, name)
 		specs = append(specs, s.render(dir, edit))
 	}
-	for i, conf := range renderLVSAll(t, specs...) {
+	for i, conf := range testutil.RenderLVS(t, specs...) {
 		path := filepath.Join(dir, strings.ReplaceAll(names[i], " ", "_")+".conf")
 		if err := os.WriteFile(path, conf, 0o644); err != nil {
 			t.Fatal(err)
@@ -466,13 +411,9 @@ type lvsEnv struct {
 // keepalived the binary the services run.
 func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 	t.Helper()
-	requireKeepalived(t)
+	testutil.RequireBinary(t, DefaultCmd)
 	e := &lvsEnv{t: t, agent: testutil.Binary(t)}
-	dir, err := os.MkdirTemp("", "lvs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "lvs")
 	e.dir = dir
 	e.ns = testutil.NewNetNS(t, "lvs-dp")
 	e.cfg = config.Defaults()
@@ -584,11 +525,7 @@ func (e *lvsEnv) ctx() context.Context {
 // fake writes the stand-in keepalived and returns its path.
 func fakeKeepalivedPath(t *testing.T) string {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "fk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "fk")
 	p := filepath.Join(dir, "keepalived")
 	if err := os.WriteFile(p, []byte(fakeKeepalived), 0o755); err != nil {
 		t.Fatal(err)
@@ -804,7 +741,7 @@ func testLVSLifecycle(t *testing.T, manager string) {
 			t.Errorf("action %s: %v", a, err)
 		}
 	}
-	if _, err := e.m.Action(ctx, lvsUUID(), "start"); !errors.Is(err, ErrListenerNotFound) {
+	if _, err := e.m.Action(ctx, testutil.NewUUID(), "start"); !errors.Is(err, ErrListenerNotFound) {
 		t.Errorf("unknown listener: %v", err)
 	}
 	if _, err := e.m.Action(ctx, "../x", "start"); !errors.Is(err, ErrBadID) {
@@ -925,7 +862,7 @@ func TestLVSSingleTopologyAdvertises(t *testing.T) {
 func TestLVSUploadRefused(t *testing.T) {
 	e := newLVSEnv(t, "builtin", DefaultCmd, config.TopologySingle)
 	ctx := e.ctx()
-	id := lvsUUID()
+	id := testutil.NewUUID()
 	for _, ids := range [][2]string{{"x", id}, {testutil.DefaultAmphoraID, "../../etc"}} {
 		if _, err := e.m.Upload(ctx, ids[0], ids[1], []byte("net_namespace x\n")); !errors.Is(err, ErrBadID) {
 			t.Errorf("upload %v: %v", ids, err)
@@ -1003,7 +940,7 @@ func TestLVSRealKeepalived(t *testing.T) {
 	s := newLVSSpec()
 	e.upload(s.listener, renderLVS(t, s.render(e.cfg.BasePath, nil)))
 	_, err = e.m.Action(ctx, s.listener, "reload")
-	var ae *ActionError
+	var ae *service.ActionError
 	if !errors.As(err, &ae) || ae.Message != "Failed to restart keepalivedlvs listener "+s.listener {
 		t.Fatalf("start with virtual servers without IPVS: %v", err)
 	}
@@ -1088,7 +1025,7 @@ func TestVRRPReconcileKeepsLVSDecision(t *testing.T) {
 }
 
 func TestLVSService(t *testing.T) {
-	id := lvsUUID()
+	id := testutil.NewUUID()
 	p := LVSPaths{Dir: "/var/lib/octavia/lvs"}
 	svc, err := LVSUnitParams{ListenerID: id, Cmd: "/usr/sbin/keepalived", IPCmd: "/sbin/ip",
 		Namespace: "amphora-haproxy", Netns: "amphora-netns", LogFacility: 1, Paths: p}.Service()

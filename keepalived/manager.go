@@ -23,15 +23,12 @@ package keepalived
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
@@ -67,17 +64,6 @@ func (e *ValidationError) Error() string {
 }
 
 func (e *ValidationError) Unwrap() error { return e.Err }
-
-// ActionError reports a failed service operation with the reference's
-// message ("Failed to start octavia-keepalived service", "Error enabling
-// octavia-keepalived service") and the service manager's detail.
-type ActionError struct {
-	Message string
-	Err     error
-}
-
-func (e *ActionError) Error() string { return e.Message + ": " + e.Err.Error() }
-func (e *ActionError) Unwrap() error { return e.Err }
 
 // Options configure a Manager.
 type Options struct {
@@ -196,18 +182,7 @@ func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
 	if err := m.writeScripts(ctx); err != nil {
 		return "", err
 	}
-	final := p.Config()
-	staged := final + ".new"
-	if err := fsutil.WriteFile(staged, body, 0o644); err != nil {
-		return "", err
-	}
-	if err := m.Validate(ctx, staged); err != nil {
-		if rerr := fsutil.Rename(staged, final+".new-failed"); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return "", err
-	}
-	if err := fsutil.Rename(staged, final); err != nil {
+	if err := fsutil.WriteChecked(p.Config(), body, 0o644, func(staged string) error { return m.Validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := m.install(ctx); err != nil {
@@ -231,7 +206,7 @@ func (m *Manager) writeScripts(ctx context.Context) error {
 func (m *Manager) install(ctx context.Context) error {
 	if m.opts.Systemd && m.opts.InstallNetns != nil {
 		if err := m.opts.InstallNetns(ctx); err != nil {
-			return &ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
+			return &service.ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
 		}
 	}
 	svc, err := m.Service()
@@ -240,7 +215,7 @@ func (m *Manager) install(ctx context.Context) error {
 	}
 	changed, err := m.opts.Units.Install(ctx, svc)
 	if err != nil {
-		return &ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
+		return &service.ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
 	}
 	if changed {
 		m.log.Info("keepalived service definition updated", "unit", svc.Name)
@@ -266,7 +241,7 @@ func (m *Manager) Service() (service.Service, error) {
 // keepalived process (a recycled pid does not count, GAPS B5), or the
 // service manager reports the service active.
 func (m *Manager) Running(ctx context.Context) bool {
-	if pidAlive(m.Paths().PIDFile()) {
+	if livePID(m.Paths().PIDFile()) > 0 {
 		return true
 	}
 	st, err := m.opts.Units.State(ctx, ServiceName)
@@ -288,13 +263,13 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	if action == "stop" {
 		err := m.opts.Units.Stop(ctx, ServiceName)
 		if err != nil && !errors.Is(err, service.ErrNotFound) {
-			return "", &ActionError{Message: "Failed to stop octavia-keepalived service", Err: err}
+			return "", &service.ActionError{Message: "Failed to stop octavia-keepalived service", Err: err}
 		}
 		m.log.Info("keepalived stopped", "unit", ServiceName)
 		return "keepalived stoped", nil
 	}
 	if !m.Configured() {
-		return "", &ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: ErrNotConfigured}
+		return "", &service.ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: ErrNotConfigured}
 	}
 	if m.Running(ctx) {
 		action = "reload"
@@ -302,7 +277,7 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 		action = "start"
 	}
 	fail := func(err error) (string, error) {
-		return "", &ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: err}
+		return "", &service.ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: err}
 	}
 	if m.opts.EnsureNamespace != nil {
 		if err := m.opts.EnsureNamespace(ctx); err != nil {
@@ -312,7 +287,7 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	// The service definition follows the current configuration (a
 	// service state lost with the supervisor's directory is restored).
 	if err := m.install(ctx); err != nil {
-		var ae *ActionError
+		var ae *service.ActionError
 		if errors.As(err, &ae) {
 			err = ae.Err
 		}
@@ -358,31 +333,4 @@ func (m *Manager) Reconcile(ctx context.Context) {
 			m.log.Warn("could not write the haproxy check script", "err", err)
 		}
 	}
-}
-
-// pidAlive reports whether the first line of pidFile names a live
-// (not zombie) keepalived process.
-func pidAlive(pidFile string) bool {
-	data, err := os.ReadFile(pidFile)
-	if err != nil {
-		return false
-	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
-		return false
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(stat)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open || end+2 >= len(s) {
-		return false
-	}
-	return s[open+1:end] == "keepalived" && s[end+2] != 'Z' && s[end+2] != 'X'
 }

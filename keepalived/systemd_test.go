@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
@@ -21,9 +22,7 @@ import (
 func TestVRRPUnderSystemd(t *testing.T) {
 	testutil.RequireNetAdmin(t)
 	testutil.RequireOctavia(t)
-	if _, err := exec.LookPath("keepalived"); err != nil {
-		t.Skip("keepalived is not installed (make deps installs it)")
-	}
+	testutil.RequireBinary(t, "keepalived")
 	testutil.RequireSystemd(t)
 
 	// Data plane: the agent's namespace with the VRRP NIC (eth1), its
@@ -53,11 +52,7 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 
-	agentDir, err := os.MkdirTemp("", "kvs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(agentDir) })
+	agentDir := testutil.ShortDir(t, "kvs")
 	a := testutil.StartAgent(t, testutil.Options{
 		Dir: agentDir,
 		Options: map[string]string{
@@ -76,9 +71,9 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		}
 	})
 
-	other := &kvAmphora{id: kvUUID(), base: "/var/lib/octavia", vrrpIP: "198.51.100.12"}
+	other := &kvAmphora{id: testutil.NewUUID(), base: "/var/lib/octavia", vrrpIP: "198.51.100.12"}
 	me := &kvAmphora{id: a.AmphoraID, base: a.BasePath, vrrpIP: "198.51.100.11"}
-	conf := renderKeepalived(t, kvUUID(), me, other)[me.id]
+	conf := renderKeepalived(t, testutil.NewUUID(), me, other)[me.id]
 
 	// Before any upload: a clear error, nothing crashes.
 	code, _, body := a.Do(http.MethodPut, "/1.0/vrrp/start", nil)
@@ -112,8 +107,8 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		t.Fatalf("is-active after start: %q", got)
 	}
 	pidFile := filepath.Join(vrrpDir, "octavia-keepalived.pid")
-	pid := readPID(pidFile)
-	if !alive(pid) {
+	pid := procfs.ReadPID(pidFile)
+	if !procfs.Alive(pid) {
 		t.Fatalf("keepalived pid %d (from %s) not running", pid, pidFile)
 	}
 	mainPID := systemctl("show", "-p", "MainPID", "--value", "octavia-keepalived")
@@ -133,15 +128,15 @@ func TestVRRPUnderSystemd(t *testing.T) {
 	// A crash: the unit restarts keepalived (once its VRRP child is up,
 	// so the child's own shutdown on its parent's death is what happens).
 	vrrpPID := filepath.Join(vrrpDir, "octavia-keepalived.vrrp.pid")
-	waitFor(t, 30*time.Second, "keepalived's VRRP child", func() bool { return alive(readPID(vrrpPID)) })
+	waitFor(t, 30*time.Second, "keepalived's VRRP child", func() bool { return procfs.Alive(procfs.ReadPID(vrrpPID)) })
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		p := readPID(pidFile)
+		p := procfs.ReadPID(pidFile)
 		state := systemctl("is-active", "octavia-keepalived")
-		if p != pid && alive(p) && state == "active" {
+		if p != pid && procfs.Alive(p) && state == "active" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -151,12 +146,12 @@ func TestVRRPUnderSystemd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	pid = readPID(pidFile)
+	pid = procfs.ReadPID(pidFile)
 
 	if code, d := action("START"); code != http.StatusAccepted || d != "keepalived reloaded" {
 		t.Errorf("start of a running keepalived: %d %q", code, d)
 	}
-	if p := readPID(pidFile); p != pid {
+	if p := procfs.ReadPID(pidFile); p != pid {
 		t.Errorf("reload changed the pid %d -> %d", pid, p)
 	}
 
@@ -166,7 +161,7 @@ func TestVRRPUnderSystemd(t *testing.T) {
 	if got := systemctl("is-active", "octavia-keepalived"); got != "inactive" {
 		t.Errorf("is-active after stop: %q", got)
 	}
-	if alive(pid) {
+	if procfs.Alive(pid) {
 		t.Errorf("keepalived %d survived the stop", pid)
 	}
 	if code, d := action("reload"); code != http.StatusAccepted || d != "keepalived started" {

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,10 +40,7 @@ func (m *Manager) Validate(ctx context.Context, path string) error {
 		return err
 	}
 	var xe *execx.Error
-	if err != nil && !errors.As(err, &xe) {
-		return err
-	}
-	if err != nil && xe.ExitCode() == 255 && len(argv) > 4 {
+	if errors.As(err, &xe) && xe.ExitCode() == 255 && len(argv) > 4 {
 		// ip could not enter the namespace (keepalived exits 0-7): check
 		// the syntax here rather than report ip's complaint as the
 		// configuration's
@@ -50,20 +49,26 @@ func (m *Manager) Validate(ctx context.Context, path string) error {
 		if err != nil && ctx.Err() != nil {
 			return err
 		}
-		if err != nil && !errors.As(err, &xe) {
-			return err
-		}
 	}
-	if err != nil && xe.ExitCode() < 0 {
-		return err // keepalived could not run at all
+	return verdict(m.log, "keepalived configuration accepted with warnings", path, out, err, Classify)
+}
+
+// verdict decides on the output of `keepalived -t -f path`, which ended
+// with err: nil when classify finds only tolerated diagnostics (logged
+// at debug level with msg), a *ValidationError when it finds others, err
+// itself when keepalived could not run at all.
+func verdict(log *slog.Logger, msg, path string, out []byte, err error, classify func([]byte) (fatal, tol []string)) error {
+	var xe *execx.Error
+	if err != nil && (!errors.As(err, &xe) || xe.ExitCode() < 0) {
+		return err
 	}
 	// "(<path>: Line 12) ..." -> "(Line 12) ...": the lines are about
 	// the uploaded text, not about where it was staged.
 	out = bytes.ReplaceAll(out, []byte("("+path+": "), []byte("("))
-	fatal, tolerated := Classify(out)
+	fatal, tolerated := classify(out)
 	if len(fatal) == 0 {
 		if len(tolerated) > 0 {
-			m.log.Debug("keepalived configuration accepted with warnings", "warnings", strings.Join(tolerated, "; "))
+			log.Debug(msg, "warnings", strings.Join(tolerated, "; "))
 		}
 		return nil
 	}
@@ -101,25 +106,28 @@ var tolerated = []*regexp.Regexp{
 // duplicates (keepalived parses the file once per subsystem), in order.
 func Classify(out []byte) (fatal, tol []string) {
 	seen := map[string]bool{}
+	var lines []string
 	for line := range strings.SplitSeq(string(out), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || seen[line] {
 			continue
 		}
 		seen[line] = true
+		lines = append(lines, line)
+	}
+	return partition(lines, tolerated)
+}
+
+// partition splits diagnostics into those whose message (without the
+// line prefix) matches none of res and those matching one, in order.
+func partition(lines []string, res []*regexp.Regexp) (other, matched []string) {
+	for _, line := range lines {
 		msg := linePrefix.ReplaceAllString(line, "")
-		ok := false
-		for _, re := range tolerated {
-			if re.MatchString(msg) {
-				ok = true
-				break
-			}
-		}
-		if ok {
-			tol = append(tol, line)
+		if slices.ContainsFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(msg) }) {
+			matched = append(matched, line)
 		} else {
-			fatal = append(fatal, line)
+			other = append(other, line)
 		}
 	}
-	return fatal, tol
+	return other, matched
 }

@@ -2,8 +2,6 @@ package netns
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -20,43 +17,16 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/octavia-go/amphora-agent/internal/execx"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// requireRoot skips kernel tests when the process cannot create network
-// namespaces, or when iproute2 (used to build the test topology) is absent.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and veths")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("iproute2 'ip' is not installed (used to build the test topology)")
-	}
-}
 
 func requireNft(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat("/usr/sbin/nft"); err != nil {
 		t.Skip("nftables 'nft' is not installed (/usr/sbin/nft)")
 	}
-}
-
-func randHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func randMAC() string {
-	b := make([]byte, 3)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
 }
 
 func run(t *testing.T, argv ...string) string {
@@ -90,7 +60,7 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 func newTestManager(t *testing.T, topology string, opts ...func(*Config)) (*Manager, string) {
 	t.Helper()
 	dir := t.TempDir()
-	name := "tnA-" + randHex(4)
+	name := "tnA-" + testutil.RandomSuffix(4)
 	rescan := filepath.Join(dir, "pci-rescan")
 	if err := os.WriteFile(rescan, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -117,33 +87,6 @@ func newTestManager(t *testing.T, topology string, opts ...func(*Config)) (*Mana
 		}
 	})
 	return m, name
-}
-
-// newPeerNS creates a namespace (prefix-<random>) standing for a Neutron
-// network: it holds the peer ends of the hot-plugged veths.
-func newPeerNS(t *testing.T, prefix string) string {
-	t.Helper()
-	name := prefix + randHex(4)
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { tryRun("ip", "netns", "del", name) })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
-}
-
-// hotplug simulates Nova attaching a port: a veth with the port's MAC
-// appears in the root namespace; its peer (peerIf) sits in peerNS, up.
-// It returns the root-side name.
-func hotplug(t *testing.T, mac, peerNS, peerIf string) string {
-	t.Helper()
-	root := "tnh" + randHex(4)
-	run(t, "ip", "link", "add", root, "address", mac, "type", "veth", "peer", "name", peerIf, "netns", peerNS)
-	t.Cleanup(func() {
-		// deleting either end removes the pair, wherever the agent moved it
-		tryRun("ip", "-n", peerNS, "link", "del", peerIf)
-		tryRun("ip", "link", "del", root)
-	})
-	run(t, "ip", "-n", peerNS, "link", "set", peerIf, "up")
-	return root
 }
 
 func openNS(t *testing.T, name string) *Namespace {

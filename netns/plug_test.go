@@ -17,6 +17,8 @@ import (
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // Addresses (all inside namespaces the tests create):
@@ -41,8 +43,9 @@ const (
 // vipNetwork builds the VIP network: a peer namespace with the gateway and
 // client addresses, and a hot-plugged veth with mac in the root namespace.
 func vipNetwork(t *testing.T, mac string) (peerNS string) {
-	peerNS = newPeerNS(t, "tnN-")
-	hotplug(t, mac, peerNS, "vip0")
+	peer := testutil.NewNetNS(t, "tnN")
+	testutil.Hotplug(t, "tnh", mac, peer, "vip0")
+	peerNS = peer.Name
 	run(t, "ip", "-n", peerNS, "addr", "add", "198.51.100.1/24", "dev", "vip0")
 	run(t, "ip", "-n", peerNS, "addr", "add", "2001:db8:100::1/64", "dev", "vip0", "nodad")
 	run(t, "ip", "-n", peerNS, "addr", "add", client4+"/32", "dev", "lo")
@@ -51,8 +54,9 @@ func vipNetwork(t *testing.T, mac string) (peerNS string) {
 }
 
 func memberNetwork(t *testing.T, mac string) (memberNS string) {
-	memberNS = newPeerNS(t, "tnM-")
-	hotplug(t, mac, memberNS, "mem0")
+	member := testutil.NewNetNS(t, "tnM")
+	testutil.Hotplug(t, "tnh", mac, member, "mem0")
+	memberNS = member.Name
 	run(t, "ip", "-n", memberNS, "addr", "add", member4+"/24", "dev", "mem0")
 	run(t, "ip", "-n", memberNS, "addr", "add", member6+"/64", "dev", "mem0", "nodad")
 	return memberNS
@@ -163,11 +167,11 @@ func checkTraffic(t *testing.T, ns *Namespace, peerNS, memberNS *Namespace) {
 }
 
 func TestPlugVIPAndNetworkSingle(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	m, nsName := newTestManager(t, TopologySingle)
-	vipMAC, memMAC := randMAC(), randMAC()
+	vipMAC, memMAC := testutil.NeutronMAC(), testutil.NeutronMAC()
 	peer := openNS(t, vipNetwork(t, vipMAC))
 	member := openNS(t, memberNetwork(t, memMAC))
 	if err := m.WriteLoopbackFile(); err != nil {
@@ -308,7 +312,7 @@ func TestPlugVIPAndNetworkSingle(t *testing.T) {
 
 	t.Run("unknown MAC", func(t *testing.T) {
 		// a MAC that is neither in the namespace nor in the root namespace
-		r, _ := ParsePlugVIPRequest(vip4, vipBody(randMAC(), 1450))
+		r, _ := ParsePlugVIPRequest(vip4, vipBody(testutil.NeutronMAC(), 1450))
 		if _, err := m.PlugVIP(ctx, r); !errors.Is(err, ErrNoInterface) {
 			t.Fatalf("PlugVIP unknown MAC: %v", err)
 		}
@@ -318,7 +322,7 @@ func TestPlugVIPAndNetworkSingle(t *testing.T) {
 		if err := os.WriteFile(m.cfg.PCIRescanPath, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		nr, _ := ParsePlugNetworkRequest(memberBody(randMAC(), 1500))
+		nr, _ := ParsePlugNetworkRequest(memberBody(testutil.NeutronMAC(), 1500))
 		if _, err := m.PlugNetwork(ctx, nr); !errors.Is(err, ErrNoInterface) {
 			t.Fatalf("PlugNetwork unknown MAC: %v", err)
 		}
@@ -338,7 +342,7 @@ func TestPlugVIPAndNetworkSingle(t *testing.T) {
 		// back is done explicitly.)
 		pid := fmt.Sprint(os.Getpid())
 		for _, ifname := range []string{"eth1", "eth2"} {
-			rootName := "tnr" + randHex(4)
+			rootName := "tnr" + testutil.RandomSuffix(4)
 			t.Cleanup(func() { tryRun("ip", "link", "del", rootName) })
 			run(t, "ip", "-n", nsName, "link", "set", ifname, "name", rootName)
 			run(t, "ip", "-n", nsName, "link", "set", rootName, "netns", pid)

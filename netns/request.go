@@ -416,7 +416,10 @@ func (d *decoder) bool(key string) bool {
 	return b
 }
 
-func (d *decoder) hostRoutes(raw any, where string) []HostRoute {
+// objectList decodes the JSON list raw (nil: none) one object at a time
+// with item, which reports false once it failed d. A value that is not a
+// list or an entry that is not an object fails d, naming where.
+func objectList[T any](d *decoder, raw any, where string, item func(i int, m map[string]any) (T, bool)) []T {
 	if raw == nil {
 		return nil
 	}
@@ -425,40 +428,36 @@ func (d *decoder) hostRoutes(raw any, where string) []HostRoute {
 		d.fail("%s is not a list", where)
 		return nil
 	}
-	out := make([]HostRoute, 0, len(list))
-	for i, item := range list {
-		m, ok := item.(map[string]any)
+	out := make([]T, 0, len(list))
+	for i, entry := range list {
+		m, ok := entry.(map[string]any)
 		if !ok {
 			d.fail("%s[%d] is not an object", where, i)
 			return nil
 		}
-		hd := decoder{obj: m}
-		hr := HostRoute{Destination: hd.str("destination", true, false), Nexthop: hd.str("nexthop", true, false)}
-		if hd.err != nil {
-			d.fail("%s[%d]: %v", where, i, hd.err)
+		v, ok := item(i, m)
+		if !ok {
 			return nil
 		}
-		out = append(out, hr)
+		out = append(out, v)
 	}
 	return out
 }
 
-func (d *decoder) vipSubnets(raw any, where string) []VIPSubnet {
-	if raw == nil {
-		return nil
-	}
-	list, ok := raw.([]any)
-	if !ok {
-		d.fail("%s is not a list", where)
-		return nil
-	}
-	out := make([]VIPSubnet, 0, len(list))
-	for i, item := range list {
-		m, ok := item.(map[string]any)
-		if !ok {
-			d.fail("%s[%d] is not an object", where, i)
-			return nil
+func (d *decoder) hostRoutes(raw any, where string) []HostRoute {
+	return objectList(d, raw, where, func(i int, m map[string]any) (HostRoute, bool) {
+		hd := decoder{obj: m}
+		hr := HostRoute{Destination: hd.str("destination", true, false), Nexthop: hd.str("nexthop", true, false)}
+		if hd.err != nil {
+			d.fail("%s[%d]: %v", where, i, hd.err)
+			return hr, false
 		}
+		return hr, true
+	})
+}
+
+func (d *decoder) vipSubnets(raw any, where string) []VIPSubnet {
+	return objectList(d, raw, where, func(i int, m map[string]any) (VIPSubnet, bool) {
 		vd := decoder{obj: m, where: fmt.Sprintf("%s[%d].", where, i)}
 		v := VIPSubnet{
 			IPAddress:  vd.str("ip_address", true, false),
@@ -468,9 +467,8 @@ func (d *decoder) vipSubnets(raw any, where string) []VIPSubnet {
 		v.HostRoutes = vd.hostRoutes(m["host_routes"], fmt.Sprintf("%s[%d].host_routes", where, i))
 		if vd.err != nil {
 			d.fail("%v", vd.err)
-			return nil
+			return v, false
 		}
-		out = append(out, v)
-	}
-	return out
+		return v, true
+	})
 }

@@ -14,16 +14,18 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // ACTIVE_STANDBY: keepalived owns the VIPs, their table-1 routes and
 // rules; the agent must neither add nor remove them.
 func TestPlugVIPActiveStandby(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	m, nsName := newTestManager(t, TopologyActiveStandby)
-	vipMAC := randMAC()
+	vipMAC := testutil.NeutronMAC()
 	vipNetwork(t, vipMAC)
 	req, err := ParsePlugVIPRequest(vip4, vipBody(vipMAC, 1450))
 	if err != nil {
@@ -133,12 +135,12 @@ func hasTableRoute(t *testing.T, ns *Namespace, ifname string, table int, dst st
 // SR-IOV VIP: the VIP interface is closed until the controller sends the
 // allow-list; each PUT replaces the ruleset atomically.
 func TestFirewallRulesSRIOV(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireNetAdmin(t)
 	requireNft(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	m, nsName := newTestManager(t, TopologySingle)
-	vipMAC := randMAC()
+	vipMAC := testutil.NeutronMAC()
 	peer := openNS(t, vipNetwork(t, vipMAC))
 	body := fmt.Sprintf(`{"subnet_cidr": "198.51.100.0/24", "gateway": "198.51.100.1", "mac_address": %q,
 		"vrrp_ip": %q, "mtu": 1500, "is_sriov": true}`, vipMAC, vrrp4)
@@ -260,13 +262,12 @@ func TestFirewallRulesSRIOV(t *testing.T) {
 // namespace under its old name and the files are as before, so the
 // controller's retry starts from scratch.
 func TestPlugFailureRollsBack(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireNetAdmin(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	m, nsName := newTestManager(t, TopologySingle, func(c *Config) { c.NFTPath = "/nonexistent/nft" })
-	vipMAC := randMAC()
-	peerNS := newPeerNS(t, "tnN-")
-	rootName := hotplug(t, vipMAC, peerNS, "vip0")
+	vipMAC := testutil.NeutronMAC()
+	rootName := testutil.Hotplug(t, "tnh", vipMAC, testutil.NewNetNS(t, "tnN"), "vip0")
 	if err := os.MkdirAll(filepath.Dir(m.cfg.PluggedInterfacesFile), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -319,8 +320,8 @@ func TestPlugFailureRollsBack(t *testing.T) {
 }
 
 func TestEnsureNamespaceOverLeftoverFile(t *testing.T) {
-	requireRoot(t)
-	name := "tnA-" + randHex(4)
+	testutil.RequireNetAdmin(t)
+	name := "tnA-" + testutil.RandomSuffix(4)
 	p := filepath.Join(runDir, name)
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		t.Fatal(err)

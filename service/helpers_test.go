@@ -2,16 +2,12 @@ package service
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -20,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 )
 
 // testLogger logs into the test output until the test has finished.
@@ -48,45 +46,6 @@ func (w *testWriter) stop() {
 	w.mu.Lock()
 	w.done = true
 	w.mu.Unlock()
-}
-
-func needHAProxy(t *testing.T) string {
-	t.Helper()
-	p, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy binary not installed (apt-get install haproxy): cannot run a real service")
-	}
-	return p
-}
-
-func randSuffix(t *testing.T) string {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-// shortTempDir is a temp dir with a short path (unix socket paths must stay
-// below 108 bytes; t.TempDir paths are long).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "svt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // writeHAProxyCfg writes a tiny haproxy config answering body on
@@ -168,24 +127,10 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func pidAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	// state is the field after "(comm)"
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i > 0 && len(s) > i+2 && s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
 // killIfMatches kills pid (SIGKILL) when its command line still belongs to
 // argv: test clean-up by our own pid, never by name.
 func killIfMatches(pid int, argv []string) {
-	cl, err := readCmdline(pid)
+	cl, err := procfs.Cmdline(pid)
 	if err == nil && cmdlineMatches(cl, argv) {
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
@@ -205,11 +150,11 @@ func mastersOf(t *testing.T, argv []string) []int {
 		if err != nil {
 			continue
 		}
-		cl, err := readCmdline(pid)
+		cl, err := procfs.Cmdline(pid)
 		if err != nil || !cmdlineMatches(cl, argv) {
 			continue
 		}
-		pcl, _ := readCmdline(ppidOf(pid))
+		pcl, _ := procfs.Cmdline(ppidOf(pid))
 		if pcl != nil && cmdlineMatches(pcl, argv) {
 			continue
 		}
@@ -219,21 +164,8 @@ func mastersOf(t *testing.T, argv []string) []int {
 }
 
 func ppidOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	p, _ := strconv.Atoi(f[1])
-	return p
+	st, _ := procfs.ReadStat(pid)
+	return st.PPID
 }
 
 func mustOpErr(t *testing.T, err error) *OpError {

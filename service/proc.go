@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 )
 
 // process is one running instance of a service, watched through a pidfd
@@ -157,16 +159,7 @@ func groupAlive(pgid int) bool {
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid pgrp ...; comm may contain spaces and ')'
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
+		if st, ok := procfs.ParseStat(b); ok && !st.Gone() && st.PGID == pgid {
 			return true
 		}
 	}
@@ -207,20 +200,6 @@ func readPIDFile(path string) (int, error) {
 		return 0, fmt.Errorf("pid file %s: bad content %q", path, bytes.TrimSpace(b))
 	}
 	return pid, nil
-}
-
-// readCmdline returns the argv of a live process (empty for zombies and
-// kernel threads).
-func readCmdline(pid int) ([]string, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return nil, err
-	}
-	b = bytes.TrimRight(b, "\x00")
-	if len(b) == 0 {
-		return nil, nil
-	}
-	return strings.Split(string(b), "\x00"), nil
 }
 
 // hasEnv reports whether the environment pid started with holds kv.

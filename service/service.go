@@ -154,6 +154,19 @@ func (e *OpError) Error() string {
 
 func (e *OpError) Unwrap() error { return e.Err }
 
+// ActionError reports a failed action on a service the way the REST API
+// answers it: the reference agent's message ("Error starting haproxy",
+// "Failed to start octavia-keepalived service", "Error enabling
+// octavia-keepalivedlvs service") and the cause, usually an *OpError.
+// The haproxy and keepalived packages return it.
+type ActionError struct {
+	Message string
+	Err     error
+}
+
+func (e *ActionError) Error() string { return e.Message + ": " + e.Err.Error() }
+func (e *ActionError) Unwrap() error { return e.Err }
+
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@:-]*$`)
 
 // ValidName reports whether name can be used as a service name: a unit

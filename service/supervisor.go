@@ -22,6 +22,7 @@ import (
 
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 )
 
 // SupervisorOptions configures NewSupervisor. Zero durations take the
@@ -971,7 +972,7 @@ func (s *Supervisor) adopt(u *unit) bool {
 	if err != nil {
 		return false
 	}
-	cmdline, err := readCmdline(pid)
+	cmdline, err := procfs.Cmdline(pid)
 	if err != nil || !cmdlineMatches(cmdline, spec.Argv) || !p.alive() {
 		p.f.Close()
 		if err == nil && len(cmdline) > 0 {

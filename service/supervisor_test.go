@@ -14,6 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/internal/procfs"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 type haproxyFixture struct {
@@ -25,16 +28,16 @@ type haproxyFixture struct {
 // newHAProxyFixture prepares a haproxy service in foreground master-worker
 // mode (-W, or -Ws with notify) listening on a free loopback port.
 func newHAProxyFixture(t *testing.T, notify bool) *haproxyFixture {
-	bin := needHAProxy(t)
-	dir := shortTempDir(t)
-	f := &haproxyFixture{dir: dir, cfg: filepath.Join(dir, "h.cfg"), pidFile: filepath.Join(dir, "h.pid"), port: freePort(t)}
+	bin := testutil.RequireBinary(t, "haproxy")
+	dir := testutil.ShortDir(t, "svt")
+	f := &haproxyFixture{dir: dir, cfg: filepath.Join(dir, "h.cfg"), pidFile: filepath.Join(dir, "h.pid"), port: testutil.FreePort(t)}
 	writeHAProxyCfg(t, f.cfg, f.port, "v1")
 	mode := "-W"
 	if notify {
 		mode = "-Ws"
 	}
 	f.svc = Service{
-		Name:         "haproxy-lbt" + randSuffix(t),
+		Name:         "haproxy-lbt" + testutil.RandomSuffix(4),
 		Argv:         []string{bin, mode, "-f", f.cfg, "-p", f.pidFile},
 		Checks:       [][]string{{bin, "-c", "-f", f.cfg}},
 		ReloadSignal: syscall.SIGUSR2,
@@ -197,7 +200,7 @@ func TestSupervisorHAProxyLifecycle(t *testing.T) {
 	if !st.Active || st.MainPID == pid {
 		t.Fatalf("after restart: %v (old pid %d)", st, pid)
 	}
-	if pidAlive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatalf("old master %d still alive after restart", pid)
 	}
 	pid = st.MainPID
@@ -210,7 +213,7 @@ func TestSupervisorHAProxyLifecycle(t *testing.T) {
 	if _, err := sup.State(ctx, name); !errors.Is(err, ErrClosed) {
 		t.Fatalf("State after Close: want ErrClosed, got %v", err)
 	}
-	if !pidAlive(pid) {
+	if !procfs.Alive(pid) {
 		t.Fatal("Close stopped the service")
 	}
 	sup2 := newSupervisor(t, stateDir)
@@ -251,7 +254,7 @@ func TestSupervisorHAProxyLifecycle(t *testing.T) {
 	if st.Active || st.ActiveState != "inactive" || st.MainPID != 0 {
 		t.Fatalf("after stop: %v", st)
 	}
-	if pidAlive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatalf("master %d alive after Stop", pid)
 	}
 	if m := mastersOf(t, f.svc.Argv); len(m) != 0 {
@@ -327,7 +330,7 @@ func TestSupervisorStalePIDFileNotAdopted(t *testing.T) {
 		return st.Active && st.MainPID != sleep.Process.Pid && st.MainPID != pid, st.String()
 	})
 	waitServes(t, f.port, "v1")
-	if !pidAlive(sleep.Process.Pid) {
+	if !procfs.Alive(sleep.Process.Pid) {
 		t.Fatal("the unrelated process was killed")
 	}
 	if p, _ := readPIDFile(f.pidFile); p != mustState(t, sup2, name).MainPID {
@@ -336,7 +339,7 @@ func TestSupervisorStalePIDFileNotAdopted(t *testing.T) {
 	if err := sup2.Remove(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	if !pidAlive(sleep.Process.Pid) {
+	if !procfs.Alive(sleep.Process.Pid) {
 		t.Fatal("Remove killed the unrelated process")
 	}
 }
@@ -393,19 +396,19 @@ func TestSupervisorNotify(t *testing.T) {
 	if err := sup2.Remove(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	if pidAlive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatal("haproxy alive after Remove")
 	}
 }
 
 func TestSupervisorStartFailures(t *testing.T) {
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
+	dir := testutil.ShortDir(t, "svt")
 	sup := newSupervisor(t, dir)
 
 	// a check fails: nothing is started, the output is reported
 	svc := Service{
-		Name:   "lbt-check" + randSuffix(t),
+		Name:   "lbt-check" + testutil.RandomSuffix(4),
 		Argv:   []string{"sleep", "60"},
 		Checks: [][]string{{"sh", "-c", "echo config is bad >&2; exit 2"}},
 	}
@@ -422,7 +425,7 @@ func TestSupervisorStartFailures(t *testing.T) {
 	}
 
 	// the program exits at once: the error carries its output
-	svc2 := Service{Name: "lbt-exit" + randSuffix(t), Argv: []string{"sh", "-c", "echo boom; exit 3"}}
+	svc2 := Service{Name: "lbt-exit" + testutil.RandomSuffix(4), Argv: []string{"sh", "-c", "echo boom; exit 3"}}
 	if _, err := sup.Install(ctx, svc2); err != nil {
 		t.Fatal(err)
 	}
@@ -441,7 +444,7 @@ func TestSupervisorStartFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sup2.Close()
-	svc3 := Service{Name: "lbt-nopid" + randSuffix(t), Argv: []string{"sleep", "61"}, PIDFile: filepath.Join(dir, "never.pid")}
+	svc3 := Service{Name: "lbt-nopid" + testutil.RandomSuffix(4), Argv: []string{"sleep", "61"}, PIDFile: filepath.Join(dir, "never.pid")}
 	if _, err := sup2.Install(ctx, svc3); err != nil {
 		t.Fatal(err)
 	}
@@ -464,13 +467,13 @@ func TestSupervisorStartFailures(t *testing.T) {
 // process group.
 func TestSupervisorStopEscalates(t *testing.T) {
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
+	dir := testutil.ShortDir(t, "svt")
 	sup, err := NewSupervisor(SupervisorOptions{StateDir: dir, StopTimeout: 300 * time.Millisecond, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sup.Close()
-	marker := "lbt-stop-" + randSuffix(t)
+	marker := "lbt-stop-" + testutil.RandomSuffix(4)
 	// parent and child both ignore TERM; the child must die with the group
 	svc := Service{Name: marker, Argv: []string{"sh", "-c", `trap "" TERM; sleep 62 & echo child $!; wait`}}
 	if _, err := sup.Install(ctx, svc); err != nil {
@@ -495,14 +498,14 @@ func TestSupervisorStopEscalates(t *testing.T) {
 	if d := time.Since(t0); d < 300*time.Millisecond {
 		t.Fatalf("stopped after %v: SIGTERM should have been ignored", d)
 	}
-	if pidAlive(pid) || pidAlive(child) {
-		t.Fatalf("left alive: main %v child %v", pidAlive(pid), pidAlive(child))
+	if procfs.Alive(pid) || procfs.Alive(child) {
+		t.Fatalf("left alive: main %v child %v", procfs.Alive(pid), procfs.Alive(child))
 	}
 }
 
 func TestSupervisorPersistedSpec(t *testing.T) {
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
+	dir := testutil.ShortDir(t, "svt")
 	sup := newSupervisor(t, dir)
 	svc := Service{
 		Name:         "lbt-spec",

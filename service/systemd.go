@@ -19,6 +19,7 @@ import (
 	godbus "github.com/godbus/dbus/v5"
 
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/keyedlock"
 )
 
 // Defaults of SystemdOptions.
@@ -51,7 +52,7 @@ type SystemdOptions struct {
 type Systemd struct {
 	opts  SystemdOptions
 	log   *slog.Logger
-	locks keyedLocks
+	locks keyedlock.Map // serializes operations per service name
 
 	// statistics, read by tests
 	dials   atomic.Int64
@@ -247,7 +248,7 @@ func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
 	if len(svc.Unit) == 0 {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: fmt.Errorf("%w: empty unit text", ErrInvalid)}
 	}
-	unlock, err := m.locks.lock(ctx, svc.Name)
+	unlock, err := m.locks.LockContext(ctx, svc.Name)
 	if err != nil {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 	}
@@ -329,7 +330,7 @@ func (m *Systemd) job(ctx context.Context, op, name string, f jobFunc) error {
 	if err := checkName(name); err != nil {
 		return &OpError{Name: name, Op: op, Err: err}
 	}
-	unlock, err := m.locks.lock(ctx, name)
+	unlock, err := m.locks.LockContext(ctx, name)
 	if err != nil {
 		return &OpError{Name: name, Op: op, Err: err}
 	}
@@ -574,7 +575,7 @@ func (m *Systemd) Remove(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return &OpError{Name: name, Op: "remove", Err: err}
 	}
-	unlock, err := m.locks.lock(ctx, name)
+	unlock, err := m.locks.LockContext(ctx, name)
 	if err != nil {
 		return &OpError{Name: name, Op: "remove", Err: err}
 	}
@@ -638,43 +639,4 @@ func mapDBusErr(err error) error {
 		return fmt.Errorf("%w: %v", ErrNotActive, err)
 	}
 	return err
-}
-
-// keyedLocks serializes operations per service name; waiting honours ctx.
-type keyedLocks struct {
-	mu sync.Mutex // guards m
-	m  map[string]*keyedLock
-}
-
-type keyedLock struct {
-	ch   chan struct{}
-	refs int
-}
-
-func (k *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
-	k.mu.Lock()
-	if k.m == nil {
-		k.m = make(map[string]*keyedLock)
-	}
-	l := k.m[key]
-	if l == nil {
-		l = &keyedLock{ch: make(chan struct{}, 1)}
-		k.m[key] = l
-	}
-	l.refs++
-	k.mu.Unlock()
-	release := func() {
-		k.mu.Lock()
-		if l.refs--; l.refs == 0 {
-			delete(k.m, key)
-		}
-		k.mu.Unlock()
-	}
-	select {
-	case l.ch <- struct{}{}:
-		return func() { <-l.ch; release() }, nil
-	case <-ctx.Done():
-		release()
-		return nil, ctx.Err()
-	}
 }

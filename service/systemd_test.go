@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
@@ -76,14 +77,14 @@ WantedBy=default.target
 }
 
 func TestSystemdHAProxyLifecycle(t *testing.T) {
-	bin := needHAProxy(t)
+	bin := testutil.RequireBinary(t, "haproxy")
 	um := startUserManager(t)
 	m := um.connect(t)
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
-	cfg, pidFile, port := filepath.Join(dir, "h.cfg"), filepath.Join(dir, "h.pid"), freePort(t)
+	dir := testutil.ShortDir(t, "svt")
+	cfg, pidFile, port := filepath.Join(dir, "h.cfg"), filepath.Join(dir, "h.pid"), testutil.FreePort(t)
 	writeHAProxyCfg(t, cfg, port, "v1")
-	name := "haproxy-lbt" + randSuffix(t)
+	name := "haproxy-lbt" + testutil.RandomSuffix(4)
 	svc := Service{Name: name, Unit: haproxyUnit(bin, cfg, pidFile, "lbt haproxy")}
 	unitPath := filepath.Join(um.env["SYSTEMD_UNIT_DIR"], name+".service")
 
@@ -226,7 +227,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if st := mustState(t, m, name); st.Active || st.ActiveState != "inactive" || st.MainPID != 0 {
 		t.Fatalf("after stop: %v", st)
 	}
-	if pidAlive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatal("haproxy alive after Stop")
 	}
 
@@ -244,7 +245,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if wants := filepath.Join(um.env["SYSTEMD_UNIT_DIR"], "default.target.wants", name+".service"); fileExists(wants) {
 		t.Fatal("enablement symlink left after Remove")
 	}
-	if pidAlive(pid) {
+	if procfs.Alive(pid) {
 		t.Fatal("haproxy alive after Remove")
 	}
 	if _, err := m.State(ctx, name); !errors.Is(err, ErrNotFound) {
@@ -261,14 +262,14 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 // Jobs queued through two connections at once (the agent and, say, an
 // admin's systemctl) replace or merge with each other; none may fail.
 func TestSystemdConcurrentJobs(t *testing.T) {
-	bin := needHAProxy(t)
+	bin := testutil.RequireBinary(t, "haproxy")
 	um := startUserManager(t)
 	m1, m2 := um.connect(t), um.connect(t)
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
-	cfg, pidFile, port := filepath.Join(dir, "h.cfg"), filepath.Join(dir, "h.pid"), freePort(t)
+	dir := testutil.ShortDir(t, "svt")
+	cfg, pidFile, port := filepath.Join(dir, "h.cfg"), filepath.Join(dir, "h.pid"), testutil.FreePort(t)
 	writeHAProxyCfg(t, cfg, port, "v1")
-	name := "haproxy-lbtcc" + randSuffix(t)
+	name := "haproxy-lbtcc" + testutil.RandomSuffix(4)
 	if _, err := m1.Install(ctx, Service{Name: name, Unit: haproxyUnit(bin, cfg, pidFile, "lbt concurrent",
 		// a burst of restarts would otherwise hit the default start rate limit
 		"StartLimitIntervalSec=0")}); err != nil {
@@ -300,14 +301,14 @@ func TestSystemdConcurrentJobs(t *testing.T) {
 // A job still runs when the connection drops (daemon-reexec while a slow
 // Type=notify start is pending): its result is followed on a new connection.
 func TestSystemdJobAcrossReexec(t *testing.T) {
-	bin := needHAProxy(t)
+	bin := testutil.RequireBinary(t, "haproxy")
 	um := startUserManager(t)
 	m := um.connect(t)
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
-	cfg, port := filepath.Join(dir, "h.cfg"), freePort(t)
+	dir := testutil.ShortDir(t, "svt")
+	cfg, port := filepath.Join(dir, "h.cfg"), testutil.FreePort(t)
 	writeHAProxyCfg(t, cfg, port, "slow")
-	name := "lbt-slow" + randSuffix(t)
+	name := "lbt-slow" + testutil.RandomSuffix(4)
 	unit := []byte(`[Service]
 Type=notify
 ExecStart=/bin/sh -c 'sleep 1.5; exec ` + bin + ` -Ws -f ` + cfg + `'
@@ -342,14 +343,14 @@ ExecStart=/bin/sh -c 'sleep 1.5; exec ` + bin + ` -Ws -f ` + cfg + `'
 }
 
 func TestSystemdStartFailure(t *testing.T) {
-	bin := needHAProxy(t)
+	bin := testutil.RequireBinary(t, "haproxy")
 	um := startUserManager(t)
 	m := um.connect(t)
 	ctx := ctxT(t)
-	dir := shortTempDir(t)
+	dir := testutil.ShortDir(t, "svt")
 	cfg, pidFile := filepath.Join(dir, "bad.cfg"), filepath.Join(dir, "bad.pid")
 	writeBrokenHAProxyCfg(t, cfg)
-	name := "haproxy-lbtbad" + randSuffix(t)
+	name := "haproxy-lbtbad" + testutil.RandomSuffix(4)
 	if _, err := m.Install(ctx, Service{Name: name, Unit: haproxyUnit(bin, cfg, pidFile, "lbt broken")}); err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +382,7 @@ func TestSystemdUserBus(t *testing.T) {
 	}
 	defer m.Close()
 	ctx := ctxT(t)
-	name := "lbt-sleep" + randSuffix(t)
+	name := "lbt-sleep" + testutil.RandomSuffix(4)
 	unit := []byte("[Unit]\nDescription=lbt sleep\n\n[Service]\nExecStart=/bin/sleep 63\n")
 	if _, err := m.Install(ctx, Service{Name: name, Unit: unit}); err != nil { // no [Install]: static
 		t.Fatal(err)
@@ -400,7 +401,7 @@ func TestSystemdUserBus(t *testing.T) {
 	if err := m.Remove(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	if pidAlive(st.MainPID) {
+	if procfs.Alive(st.MainPID) {
 		t.Fatal("sleep alive after Remove")
 	}
 	if err := m.Close(); err != nil {
@@ -413,7 +414,7 @@ func TestSystemdUserBus(t *testing.T) {
 
 func TestSystemdNoManager(t *testing.T) {
 	ctx := ctxT(t)
-	_, err := NewSystemd(ctx, SystemdOptions{PrivateSocket: filepath.Join(shortTempDir(t), "none")})
+	_, err := NewSystemd(ctx, SystemdOptions{PrivateSocket: filepath.Join(testutil.ShortDir(t, "svt"), "none")})
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("NewSystemd without a manager: err=%v ctx=%v, want a prompt error", err, ctx.Err())
 	}

@@ -1,10 +1,8 @@
 package heartbeat
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,89 +20,10 @@ import (
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-const pythonBin = "/usr/bin/python3" // Debian's, the one with python3-octavia
-
 // ---- Octavia's decoder ----------------------------------------------------
-
-// pyUnwrap runs Octavia's own status_message.unwrap_envelope in one
-// long-lived /usr/bin/python3 process: one request line "<key hex>
-// <datagram hex>", one answer line "OK <json.dumps of the object>" or
-// "ERR <exception class>".
-type pyUnwrap struct {
-	mu  sync.Mutex // guards the following
-	in  io.WriteCloser
-	out *bufio.Scanner
-}
-
-const pyUnwrapScript = `
-import binascii, json, sys
-from octavia.amphorae.backends.health_daemon import status_message
-for line in sys.stdin:
-    k, p = line.split()
-    try:
-        obj = status_message.unwrap_envelope(binascii.unhexlify(p), binascii.unhexlify(k).decode())
-        print("OK " + json.dumps(obj), flush=True)
-    except Exception as e:
-        print("ERR " + type(e).__name__, flush=True)
-`
-
-func newPyUnwrap(t testing.TB) *pyUnwrap {
-	t.Helper()
-	if _, err := os.Stat(pythonBin); err != nil {
-		t.Skipf("%s not installed: %v", pythonBin, err)
-	}
-	if out, err := exec.Command(pythonBin, "-c", "import octavia.amphorae.backends.health_daemon.status_message").CombinedOutput(); err != nil {
-		t.Skipf("python3-octavia not installed (apt-get install python3-octavia): %v: %s", err, out)
-	}
-	cmd := exec.Command(pythonBin, "-c", pyUnwrapScript)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = io.Discard // oslo logs the HMAC mismatches of the wrong-key checks
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		in.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	return &pyUnwrap{in: in, out: sc}
-}
-
-// unwrap returns the JSON text Octavia re-serialises from the datagram
-// (json.dumps keeps the key order it decoded), or the exception name.
-func (p *pyUnwrap) unwrap(t testing.TB, pkt []byte, key string) (string, error) {
-	t.Helper()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, err := fmt.Fprintf(p.in, "%s %s\n", hex.EncodeToString([]byte(key)), hex.EncodeToString(pkt)); err != nil {
-		t.Fatal(err)
-	}
-	if !p.out.Scan() {
-		t.Fatalf("python decoder died: %v", p.out.Err())
-	}
-	line := p.out.Text()
-	if rest, ok := strings.CutPrefix(line, "OK "); ok {
-		return rest, nil
-	}
-	return "", errors.New(line)
-}
 
 // decoded is the message as the controller reads it.
 type decoded struct {
@@ -130,17 +48,17 @@ type decoded struct {
 
 // decodeWithOctavia unwraps pkt with Octavia's code and checks that the
 // object it decoded re-serialises to exactly the JSON we compressed.
-func decodeWithOctavia(t testing.TB, py *pyUnwrap, pkt []byte, key string) *decoded {
+func decodeWithOctavia(t testing.TB, py *testutil.OctaviaDecoder, pkt []byte, key string) *decoded {
 	t.Helper()
-	text, err := py.unwrap(t, pkt, key)
+	text, _, err := py.Unwrap(t, pkt, key)
 	if err != nil {
 		t.Fatalf("octavia unwrap_envelope refused our datagram: %v", err)
 	}
-	if ours := inflate(t, pkt); ours != text {
+	if ours := inflate(t, pkt); ours != string(text) {
 		t.Errorf("octavia re-serialised the message differently:\nours   %s\npython %s", ours, text)
 	}
 	var d decoded
-	if err := json.Unmarshal([]byte(text), &d); err != nil {
+	if err := json.Unmarshal(text, &d); err != nil {
 		t.Fatal(err)
 	}
 	return &d
@@ -149,35 +67,15 @@ func decodeWithOctavia(t testing.TB, py *pyUnwrap, pkt []byte, key string) *deco
 // ---- UDP receivers -----------------------------------------------------------
 
 type receiver struct {
-	conn *net.UDPConn
+	conn net.PacketConn
 	ch   chan []byte
 }
 
 // newReceiver listens on a loopback address ("127.0.0.1:0", "[::1]:0").
 func newReceiver(t testing.TB, addr string) *receiver {
 	t.Helper()
-	ua, err := net.ResolveUDPAddr("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := net.ListenUDP("udp", ua)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &receiver{conn: conn, ch: make(chan []byte, 256)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1<<16)
-		for {
-			n, _, err := conn.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			r.ch <- bytes.Clone(buf[:n])
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
+	r := &receiver{ch: make(chan []byte, 256)}
+	r.conn = testutil.ListenUDP(t, "udp", addr, func(pkt []byte) { r.ch <- pkt })
 	return r
 }
 
@@ -267,64 +165,32 @@ type lbFixture struct {
 	sock     string
 	fe1, fe2 string // listener addresses
 	cfgPath  string
-	t        testing.TB
-	stop     func()
-}
-
-func needHAProxy(t testing.TB) string {
-	t.Helper()
-	p, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skipf("haproxy binary not installed (%v); apt-get install haproxy", err)
-	}
-	return p
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// shortDir keeps unix socket paths short whatever the test name.
-func shortDir(t testing.TB) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "hb")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	haproxy  *testutil.HAProxy
 }
 
 // startLB runs a real haproxy for the fixture load balancer and waits
 // until its health checks settled.
 func startLB(t testing.TB) *lbFixture {
 	t.Helper()
-	needHAProxy(t)
+	testutil.RequireBinary(t, "haproxy")
 	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "hello from the member")
 	}))
 	t.Cleanup(member.Close)
-	dir := shortDir(t)
-	f := &lbFixture{t: t, sock: filepath.Join(dir, "lb.sock"), cfgPath: filepath.Join(dir, "haproxy.cfg")}
-	fe1, fe2 := freePort(t), freePort(t)
+	dir := testutil.ShortDir(t, "hb")
+	f := &lbFixture{sock: filepath.Join(dir, "lb.sock"), cfgPath: filepath.Join(dir, "haproxy.cfg")}
+	fe1, fe2 := testutil.FreePort(t), testutil.FreePort(t)
 	f.fe1, f.fe2 = fmt.Sprintf("127.0.0.1:%d", fe1), fmt.Sprintf("127.0.0.1:%d", fe2)
 	cfg := strings.NewReplacer(
 		"{{sock}}", f.sock, "{{fe1}}", fmt.Sprint(fe1), "{{fe2}}", fmt.Sprint(fe2),
-		"{{prom}}", fmt.Sprint(freePort(t)), "{{closed}}", fmt.Sprint(freePort(t)),
+		"{{prom}}", fmt.Sprint(testutil.FreePort(t)), "{{closed}}", fmt.Sprint(testutil.FreePort(t)),
 		"{{member}}", member.Listener.Addr().String(),
 	).Replace(lbConfig)
 	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.start()
-	t.Cleanup(func() { f.stop() })
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	f.start(t)
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		r, err := haproxy.NewStatsClient(f.sock).Report(context.Background())
 		if err != nil {
 			return false, err.Error()
@@ -340,44 +206,19 @@ func startLB(t testing.TB) *lbFixture {
 	return f
 }
 
-// start runs haproxy in the foreground; stop kills that process by pid.
-func (f *lbFixture) start() {
-	t := f.t
+// start runs haproxy in the foreground until the test ends.
+func (f *lbFixture) start(t testing.TB) {
 	t.Helper()
-	logPath := f.cfgPath + ".log"
-	out, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	cmd := exec.Command(needHAProxy(t), "-f", f.cfgPath, "-db")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	f.stop = func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		f.stop = func() {}
-	}
-	c := haproxy.NewStatsClient(f.sock)
-	waitFor(t, 10*time.Second, func() (bool, string) {
-		select {
-		case <-exited:
-			t.Fatalf("haproxy exited: %s", readFile(logPath))
-		default:
-		}
-		_, err := c.ShowInfo(context.Background())
-		return err == nil, fmt.Sprintf("%v; haproxy output: %s", err, readFile(logPath))
+	f.haproxy = testutil.StartHAProxy(t, f.cfgPath, func(ctx context.Context) error {
+		_, err := haproxy.NewStatsClient(f.sock).ShowInfo(ctx)
+		return err
 	})
 }
 
 // restart replaces the haproxy process: its counters start from zero.
 func (f *lbFixture) restart() {
-	f.stop()
-	f.start()
+	f.haproxy.Stop()
+	f.haproxy.Start()
 }
 
 // traffic sends n raw HTTP requests through addr, one connection each, and
@@ -414,7 +255,7 @@ func traffic(t testing.TB, addr string, n int) (sent, received int64) {
 func (f *lbFixture) waitStot(t testing.TB, listener string, want int64) haproxy.ListenerStats {
 	t.Helper()
 	var l haproxy.ListenerStats
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		r, err := haproxy.NewStatsClient(f.sock).Report(context.Background())
 		if err != nil {
 			return false, err.Error()
@@ -423,21 +264,6 @@ func (f *lbFixture) waitStot(t testing.TB, listener string, want int64) haproxy.
 		return l.Stot == want && l.Scur == 0, fmt.Sprintf("%s: %+v", listener, l)
 	})
 	return l
-}
-
-func waitFor(t testing.TB, limit time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %s", limit, why)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
 }
 
 // ---- agent side ----------------------------------------------------------------

@@ -1,12 +1,11 @@
 package heartbeat
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
-	"strings"
+
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 )
 
 // CheckKeepalived is the keepalived gate of the reference sender
@@ -32,24 +31,22 @@ func checkKeepalived(proc, confPath, pidPath string) (bool, string) {
 	if err != nil {
 		return true, fmt.Sprintf("keepalived pid file unreadable: %v", err)
 	}
-	first, _, _ := strings.Cut(string(data), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 0 {
+	pid, first := procfs.ParsePID(data)
+	if pid == 0 {
 		return true, fmt.Sprintf("keepalived pid file %s holds no pid: %q", pidPath, first)
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", proc, pid))
+	data, err = os.ReadFile(fmt.Sprintf("%s/%d/stat", proc, pid))
 	if err != nil {
 		return true, fmt.Sprintf("keepalived (pid %d) is not running", pid)
 	}
-	// /proc/<pid>/stat: "pid (comm) state ...", comm may hold spaces and ')'.
-	open, end := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
-	if open < 0 || end < open || end+2 >= len(stat) {
+	st, ok := procfs.ParseStat(data)
+	if !ok {
 		return true, fmt.Sprintf("keepalived (pid %d): unexpected %s/%d/stat", pid, proc, pid)
 	}
-	if comm := string(stat[open+1 : end]); comm != "keepalived" {
-		return true, fmt.Sprintf("pid %d from %s is %q, not keepalived (stale pid file)", pid, pidPath, comm)
+	if st.Comm != "keepalived" {
+		return true, fmt.Sprintf("pid %d from %s is %q, not keepalived (stale pid file)", pid, pidPath, st.Comm)
 	}
-	if state := stat[end+2]; state == 'Z' || state == 'X' {
+	if st.Gone() {
 		return true, fmt.Sprintf("keepalived (pid %d) has exited", pid)
 	}
 	return false, ""

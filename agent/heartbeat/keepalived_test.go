@@ -9,16 +9,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // startKeepalived runs a real keepalived (VRRP only, empty configuration)
 // in a network namespace of its own, so it cannot touch the host network.
 func startKeepalived(t *testing.T, dir string) *exec.Cmd {
 	t.Helper()
-	bin, err := exec.LookPath("keepalived")
-	if err != nil {
-		t.Skipf("keepalived not installed (%v); apt-get install keepalived", err)
-	}
+	bin := testutil.RequireBinary(t, "keepalived")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for unshare --net")
 	}
@@ -43,7 +42,7 @@ func startKeepalived(t *testing.T, dir string) *exec.Cmd {
 		_ = cmd.Process.Kill()
 		_, _ = cmd.Process.Wait()
 	})
-	waitFor(t, 10*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(dir, "ka.pid"))
 		return err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(cmd.Process.Pid),
 			fmt.Sprintf("pid file: %q %v; output: %s", b, err, readFile(logPath))
@@ -52,7 +51,7 @@ func startKeepalived(t *testing.T, dir string) *exec.Cmd {
 }
 
 func TestCheckKeepalived(t *testing.T) {
-	dir := shortDir(t)
+	dir := testutil.ShortDir(t, "hb")
 	conf, pid := filepath.Join(dir, "octavia-keepalived.conf"), filepath.Join(dir, "octavia-keepalived.pid")
 	check := func(wantSkip bool, wantReason string) {
 		t.Helper()
@@ -105,7 +104,7 @@ func TestCheckKeepalived(t *testing.T) {
 	if err := ka.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		skip, reason := CheckKeepalived(conf, pid)
 		return skip && strings.Contains(reason, "has exited"), reason
 	})

@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // The test vector of HEARTBEAT.md §5.4, produced by Octavia's
@@ -27,6 +29,8 @@ const (
 		"636238656665373730303533"
 	vectorMAC = "e108c19fe574875c2984b7b3cd91901ec6b5e294a451fff13ca4cb8efe770053"
 )
+
+const pythonBin = "/usr/bin/python3" // Debian's, the one with python3-octavia
 
 func inflate(t testing.TB, pkt []byte) string {
 	t.Helper()
@@ -176,7 +180,7 @@ func TestPythonStringEscaping(t *testing.T) {
 }
 
 func TestOctaviaDecodesOurEnvelope(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	msg := exampleMessage()
 	msg.Seq = 42
 	msg.Pools["unicode-pool-é"] = Pool{Status: "DOWN", Members: map[string]string{"m\"1": "UP 1/3"}}
@@ -190,14 +194,14 @@ func TestOctaviaDecodesOurEnvelope(t *testing.T) {
 		if d.Seq != 42 || d.Ver != 3 || d.Pools["unicode-pool-é"].Members[`m"1`] != "UP 1/3" {
 			t.Errorf("decoded %+v", d)
 		}
-		if _, err := py.unwrap(t, pkt, key+"x"); err == nil || !strings.Contains(err.Error(), "InvalidHMACException") {
+		if _, _, err := py.Unwrap(t, pkt, key+"x"); err == nil || !strings.Contains(err.Error(), "InvalidHMACException") {
 			t.Errorf("wrong key: err = %v; want InvalidHMACException", err)
 		}
 	}
 	// A flipped bit in the compressed part fails too.
 	pkt, _ := Wrap(js, "insecure")
 	pkt[5] ^= 1
-	if _, err := py.unwrap(t, pkt, "insecure"); err == nil {
+	if _, _, err := py.Unwrap(t, pkt, "insecure"); err == nil {
 		t.Error("tampered datagram accepted")
 	}
 }

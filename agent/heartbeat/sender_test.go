@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 func lbSource(f *lbFixture) *testSource {
@@ -33,10 +34,10 @@ func pools(d *decoded) map[string]map[string]string {
 // TestHeartbeatsFromRealHAProxy: messages built from a real haproxy, sent
 // over UDP to IPv4 and IPv6 receivers in turn, decoded by Octavia.
 func TestHeartbeatsFromRealHAProxy(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	r4, r6 := newReceiver(t, "127.0.0.1:0"), newReceiver(t, "[::1]:0")
-	cfg := newConfig(shortDir(t), "secret-1",
+	cfg := newConfig(testutil.ShortDir(t, "hb"), "secret-1",
 		fmt.Sprintf("127.0.0.1:%d", r4.port()), fmt.Sprintf("[::1]:%d", r6.port()))
 	s, _, _ := newSender(t, cfg, lbSource(f))
 	ctx := context.Background()
@@ -65,7 +66,7 @@ func TestHeartbeatsFromRealHAProxy(t *testing.T) {
 		if len(d.Listeners) != 2 || d.Listeners[l1].Status != "OPEN" || d.Listeners[l2].Status != "OPEN" {
 			t.Errorf("listeners %+v (the prometheus frontend must not appear)", d.Listeners)
 		}
-		if _, err := py.unwrap(t, pkt, "secret-2"); err == nil {
+		if _, _, err := py.Unwrap(t, pkt, "secret-2"); err == nil {
 			t.Error("datagram accepted with a wrong key")
 		}
 	}
@@ -80,10 +81,10 @@ func TestHeartbeatsFromRealHAProxy(t *testing.T) {
 // TestStatisticsDeltas: traffic through haproxy is reported once, as
 // deltas, across heartbeats, a sender restart and a haproxy restart.
 func TestStatisticsDeltas(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
-	base := shortDir(t)
+	base := testutil.ShortDir(t, "hb")
 	cfg := newConfig(base, "k", fmt.Sprintf("127.0.0.1:%d", rcv.port()))
 	src := lbSource(f)
 	ctx := context.Background()
@@ -160,7 +161,7 @@ func TestStatisticsDeltas(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	waitFor(t, 5*time.Second, func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		r, err := haproxy.NewStatsClient(f.sock).Report(ctx)
 		return err == nil && r.Listeners[l2].Scur == 1, fmt.Sprint(err)
 	})
@@ -176,7 +177,7 @@ func TestStatisticsDeltas(t *testing.T) {
 func TestCountersPruning(t *testing.T) {
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
-	base := shortDir(t)
+	base := testutil.ShortDir(t, "hb")
 	const gone = "8a1b2c3d-0000-4000-8000-0000000000ff"
 	// The counters of a previous agent: one listener of another LB.
 	if err := os.WriteFile(filepath.Join(base, CountersFile),
@@ -225,10 +226,10 @@ func sortedKeys(c counterSet) []string { return slices.Sorted(maps.Keys(c)) }
 // destinations and interval; the very next heartbeat uses them, without
 // waiting for the old interval (B7).
 func TestConfigChangeAppliesToNextHeartbeat(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	ra, rb := newReceiver(t, "127.0.0.1:0"), newReceiver(t, "[::1]:0")
-	cfg := newConfig(shortDir(t), "old-key", fmt.Sprintf("127.0.0.1:%d", ra.port()))
+	cfg := newConfig(testutil.ShortDir(t, "hb"), "old-key", fmt.Sprintf("127.0.0.1:%d", ra.port()))
 	s, store, _ := newSender(t, cfg, lbSource(f))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -250,7 +251,7 @@ func TestConfigChangeAppliesToNextHeartbeat(t *testing.T) {
 	if time.Since(t0) > 5*time.Second {
 		t.Errorf("next heartbeat took %v", time.Since(t0))
 	}
-	if _, err := py.unwrap(t, pkt, "old-key"); err == nil {
+	if _, _, err := py.Unwrap(t, pkt, "old-key"); err == nil {
 		t.Error("heartbeat after the change still signed with the old key")
 	}
 	if d := decodeWithOctavia(t, py, pkt, "new-key"); d.Seq != 1 {
@@ -290,7 +291,7 @@ func TestBadControllerEntries(t *testing.T) {
 		fmt.Sprintf("localhost:%d", r4.port()), // resolved from /etc/hosts
 		"[::1]:notaport",
 	}
-	s, _, logs := newSender(t, newConfig(shortDir(t), "k", entries...), lbSource(f))
+	s, _, logs := newSender(t, newConfig(testutil.ShortDir(t, "hb"), "k", entries...), lbSource(f))
 	ctx := context.Background()
 	for range 9 { // 3 usable entries, 3 rounds
 		s.tick(ctx)
@@ -307,14 +308,14 @@ func TestBadControllerEntries(t *testing.T) {
 		}
 	}
 	// All entries bad: nothing sent, logged once, the loop goes on.
-	s2, _, logs2 := newSender(t, newConfig(shortDir(t), "k", "no-colon"), lbSource(f))
+	s2, _, logs2 := newSender(t, newConfig(testutil.ShortDir(t, "hb"), "k", "no-colon"), lbSource(f))
 	for range 3 {
 		s2.tick(ctx)
 	}
 	if n := logs2.count("no usable controller address"); n != 1 {
 		t.Errorf("logged %d times:\n%s", n, logs2)
 	}
-	s3, _, logs3 := newSender(t, newConfig(shortDir(t), "k"), lbSource(f))
+	s3, _, logs3 := newSender(t, newConfig(testutil.ShortDir(t, "hb"), "k"), lbSource(f))
 	s3.tick(ctx)
 	if n := logs3.count("controller_ip_port_list is empty"); n != 1 {
 		t.Errorf("empty list logged %d times:\n%s", n, logs3)
@@ -340,10 +341,10 @@ func (r *receiver) pendingWait(t testing.TB, want int) [][]byte {
 // TestNoKeyNoHeartbeat: without heartbeat_key nothing is built or sent
 // (the reference signs with "None"), logged once (E2).
 func TestNoKeyNoHeartbeat(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
-	cfg := newConfig(shortDir(t), "", fmt.Sprintf("127.0.0.1:%d", rcv.port()))
+	cfg := newConfig(testutil.ShortDir(t, "hb"), "", fmt.Sprintf("127.0.0.1:%d", rcv.port()))
 	s, store, logs := newSender(t, cfg, lbSource(f))
 	ctx := context.Background()
 	for range 3 {
@@ -368,12 +369,12 @@ func TestNoKeyNoHeartbeat(t *testing.T) {
 // TestKeepalivedGateSuppresses: a gated amphora sends nothing; the state
 // is logged once per change, not every heartbeat.
 func TestKeepalivedGateSuppresses(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
 	src := lbSource(f)
 	src.skip, src.reason = true, "keepalived pid file /x is missing"
-	s, _, logs := newSender(t, newConfig(shortDir(t), "k", fmt.Sprintf("127.0.0.1:%d", rcv.port())), src)
+	s, _, logs := newSender(t, newConfig(testutil.ShortDir(t, "hb"), "k", fmt.Sprintf("127.0.0.1:%d", rcv.port())), src)
 	ctx := context.Background()
 	for range 3 {
 		s.tick(ctx)
@@ -399,10 +400,10 @@ func TestKeepalivedGateSuppresses(t *testing.T) {
 // TestExtraSourceAndOversize: the LVS hook adds listeners (as deltas) and
 // pools; a heartbeat too large for UDP is reported, and the send error too.
 func TestExtraSourceAndOversize(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
-	base := shortDir(t)
+	base := testutil.ShortDir(t, "hb")
 	const udpListener, udpPool = "5a5a5a5a-0000-4000-8000-000000000001", "6b6b6b6b-0000-4000-8000-000000000001"
 	src := extraSource{lbSource(f)}
 	src.extra = &haproxy.StatsReport{
@@ -463,10 +464,10 @@ func TestExtraSourceAndOversize(t *testing.T) {
 
 // TestBuild: the debug view neither spends a seq nor records counters.
 func TestBuild(t *testing.T) {
-	py := newPyUnwrap(t)
+	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
-	base := shortDir(t)
+	base := testutil.ShortDir(t, "hb")
 	s, _, _ := newSender(t, newConfig(base, "k", fmt.Sprintf("127.0.0.1:%d", rcv.port())), lbSource(f))
 	ctx := context.Background()
 	traffic(t, f.fe2, 2)

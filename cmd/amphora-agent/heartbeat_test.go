@@ -8,14 +8,9 @@ package main
 // (python3-octavia).
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,75 +26,6 @@ import (
 
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
-
-func hbUUID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
-// hbDecoderScript decodes heartbeats with the controller's own code, one
-// JSON request per line: {"pkt": base64, "key": "..."} ->
-// {"ok": true, "msg": {...}, "order": [top-level keys]} or {"ok": false, "error": "..."}.
-const hbDecoderScript = `
-import base64, json, sys, warnings
-warnings.filterwarnings('ignore')
-from octavia.amphorae.backends.health_daemon import status_message
-for line in sys.stdin:
-    req = json.loads(line)
-    try:
-        obj = status_message.unwrap_envelope(base64.b64decode(req['pkt']), req['key'])
-        out = {'ok': True, 'msg': obj, 'order': list(obj.keys())}
-    except Exception as e:
-        out = {'ok': False, 'error': '%s: %s' % (type(e).__name__, e)}
-    sys.stdout.write(json.dumps(out) + '\n')
-    sys.stdout.flush()
-`
-
-// hbDecoder is a long-running /usr/bin/python3 with Octavia's decoder.
-type hbDecoder struct {
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	in     io.WriteCloser
-	out    *bufio.Reader
-	stderr bytes.Buffer
-}
-
-func hbStartDecoder(t *testing.T) *hbDecoder {
-	t.Helper()
-	d := &hbDecoder{}
-	d.cmd = exec.Command("/usr/bin/python3", "-c", hbDecoderScript)
-	d.cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
-	d.cmd.Stderr = &d.stderr
-	var err error
-	if d.in, err = d.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := d.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.out = bufio.NewReader(stdout)
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		d.in.Close()
-		done := make(chan struct{})
-		go func() { _ = d.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = d.cmd.Process.Kill()
-			<-done
-		}
-	})
-	return d
-}
 
 // hbMessage is a decoded heartbeat (version 3).
 type hbMessage struct {
@@ -122,32 +48,19 @@ type hbMessage struct {
 	Ver int `json:"ver"`
 }
 
-// decode unwraps pkt with key through Octavia's code; order is the
+// hbDecode unwraps pkt with key through Octavia's code; order is the
 // message's top-level key order.
-func (d *hbDecoder) decode(pkt []byte, key string) (msg *hbMessage, order []string, err error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	req, _ := json.Marshal(map[string]string{"pkt": base64.StdEncoding.EncodeToString(pkt), "key": key})
-	if _, err := d.in.Write(append(req, '\n')); err != nil {
-		return nil, nil, fmt.Errorf("decoder: %w (%s)", err, d.stderr.String())
-	}
-	line, err := d.out.ReadBytes('\n')
+func hbDecode(t *testing.T, d *testutil.OctaviaDecoder, pkt []byte, key string) (*hbMessage, []string, error) {
+	t.Helper()
+	raw, order, err := d.Unwrap(t, pkt, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("decoder: %w (%s)", err, d.stderr.String())
+		return nil, nil, err
 	}
-	var res struct {
-		OK    bool       `json:"ok"`
-		Msg   *hbMessage `json:"msg"`
-		Order []string   `json:"order"`
-		Error string     `json:"error"`
+	var msg hbMessage
+	if err := json.Unmarshal(raw, &msg); err != nil {
+		t.Fatalf("decoded heartbeat %s: %v", raw, err)
 	}
-	if err := json.Unmarshal(line, &res); err != nil {
-		return nil, nil, fmt.Errorf("decoder output %q: %w", line, err)
-	}
-	if !res.OK {
-		return nil, nil, fmt.Errorf("unwrap_envelope: %s", res.Error)
-	}
-	return res.Msg, res.Order, nil
+	return &msg, order, nil
 }
 
 // hbPacket is one received heartbeat.
@@ -165,7 +78,7 @@ type hbPacket struct {
 // hbCollector receives heartbeats on several UDP sockets and decodes
 // them with the keys it is told about.
 type hbCollector struct {
-	dec *hbDecoder
+	dec *testutil.OctaviaDecoder
 
 	mu      sync.Mutex
 	packets []*hbPacket
@@ -175,25 +88,11 @@ type hbCollector struct {
 
 func hbListen(t *testing.T, c *hbCollector, network, addr, name string) string {
 	t.Helper()
-	conn, err := net.ListenPacket(network, addr)
-	if err != nil {
-		t.Fatalf("UDP receiver %s: %v", addr, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return // closed
-			}
-			c.mu.Lock()
-			c.packets = append(c.packets, &hbPacket{data: bytes.Clone(buf[:n]), at: time.Now(), dest: name, epoch: c.epoch})
-			c.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { conn.Close(); <-done })
+	conn := testutil.ListenUDP(t, network, addr, func(pkt []byte) {
+		c.mu.Lock()
+		c.packets = append(c.packets, &hbPacket{data: pkt, at: time.Now(), dest: name, epoch: c.epoch})
+		c.mu.Unlock()
+	})
 	return conn.LocalAddr().String()
 }
 
@@ -217,7 +116,7 @@ func (c *hbCollector) decoded(t *testing.T) []*hbPacket {
 		}
 		var errs []string
 		for _, k := range keys {
-			msg, order, err := c.dec.decode(p.data, k)
+			msg, order, err := hbDecode(t, c.dec, p.data, k)
 			if err == nil {
 				p.msg, p.order, p.key = msg, order, k
 				break
@@ -290,15 +189,9 @@ func hbRequests(t *testing.T, ns *testutil.NetNS, url string, n int) {
 func TestHeartbeatThroughBinary(t *testing.T) {
 	t.Parallel()
 	testutil.RequireNetAdmin(t)
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		t.Skip("haproxy is not installed (make deps installs it)")
-	}
+	testutil.RequireBinary(t, "haproxy")
 	testutil.RequireRenderer(t)
-	dir, err := os.MkdirTemp("", "hb") // short: unix socket paths below it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "hb") // short: unix socket paths below it
 
 	dp := testutil.NewNetNS(t, "hb-dp") // kills haproxy (left running by the builtin supervisor) at the end
 	up := testutil.StartMember(t, dp, "127.0.0.1:0", "up")
@@ -317,8 +210,8 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 	upPort, _ := strconv.Atoi(upPortText)
 
 	const vip, vipPort = "127.0.0.10", 8080
-	lbID, listenerID, poolID := hbUUID(), hbUUID(), hbUUID()
-	mUp, mDown, mMaint := hbUUID(), hbUUID(), hbUUID()
+	lbID, listenerID, poolID := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
+	mUp, mDown, mMaint := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
 	disabled := false
 	spec := testutil.RenderSpec{
 		AmphoraID: testutil.DefaultAmphoraID, LBID: lbID,
@@ -343,7 +236,7 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 	}()
 	defer func() { <-renderDone }()
 
-	col := &hbCollector{dec: hbStartDecoder(t), keys: []string{"insecure"}}
+	col := &hbCollector{dec: testutil.NewOctaviaDecoder(t), keys: []string{"insecure"}}
 	dest4 := hbListen(t, col, "udp4", "127.0.0.1:0", "v4")
 	dest6 := hbListen(t, col, "udp6", "[::1]:0", "v6")
 
@@ -400,7 +293,7 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 				t.Errorf("heartbeats %d and %d both went to %s: no round robin", ps[i-1].msg.Seq, ps[i].msg.Seq, ps[i].dest)
 			}
 		}
-		if _, _, err := col.dec.decode(first.data, "wrong-key"); err == nil || !strings.Contains(err.Error(), "InvalidHMAC") {
+		if _, _, err := hbDecode(t, col.dec, first.data, "wrong-key"); err == nil || !strings.Contains(err.Error(), "InvalidHMAC") {
 			t.Errorf("heartbeat decoded with a wrong key: %v", err)
 		}
 	})

@@ -51,49 +51,6 @@ import (
 	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
-func requireLVSRenderer(t *testing.T) {
-	t.Helper()
-	testutil.RequireOctavia(t)
-	if _, err := os.Stat("/usr/lib/python3/dist-packages/octavia/common/jinja/lvs/jinja_cfg.py"); err != nil {
-		t.Skip("python3-octavia's LVS templater is not installed")
-	}
-}
-
-// lvsRender renders LVS configurations with the controller's own
-// templater (test/interop/render_lvs.py), in one run.
-func lvsRender(t *testing.T, specs ...map[string]any) [][]byte {
-	t.Helper()
-	requireLVSRenderer(t)
-	root, err := testutil.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := json.Marshal(specs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_lvs.py"))
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("render_lvs.py: %v: %s", err, stderr.Bytes())
-	}
-	var texts []string
-	if err := json.Unmarshal(out, &texts); err != nil || len(texts) != len(specs) {
-		t.Fatalf("render_lvs.py output: %v\n%s", err, out)
-	}
-	res := make([][]byte, len(texts))
-	for i, s := range texts {
-		res[i] = []byte(s)
-	}
-	return res
-}
-
 // lvsListenerSpec is a UDP listener on 198.51.100.10:53 with a
 // UDP-CONNECT monitor and two members (the second one disabled), or
 // without pool when pool is "".
@@ -105,16 +62,9 @@ func lvsListenerSpec(base, lb, listener, pool string, members ...string) map[str
 			ms = append(ms, map[string]any{"id": m, "address": fmt.Sprintf("10.0.0.%d", 5+i), "port": 5353, "enabled": i == 0})
 		}
 		l["pool"] = map[string]any{"id": pool, "members": ms,
-			"monitor": map[string]any{"id": hbUUID(), "type": "UDP-CONNECT", "delay": 5, "timeout": 3, "fall": 3}}
+			"monitor": map[string]any{"id": testutil.NewUUID(), "type": "UDP-CONNECT", "delay": 5, "timeout": 3, "fall": 3}}
 	}
 	return map[string]any{"lb_id": lb, "base_path": base, "vips": []string{"198.51.100.10"}, "listener": l}
-}
-
-func requireKeepalivedBinary(t *testing.T) {
-	t.Helper()
-	if _, err := os.Stat(keepalived.DefaultCmd); err != nil {
-		t.Skipf("keepalived is not installed (%s missing; make deps installs it)", keepalived.DefaultCmd)
-	}
 }
 
 func TestLVSThroughAgentBuiltin(t *testing.T) { testLVSThroughAgent(t, "builtin") }
@@ -129,13 +79,9 @@ func TestLVSThroughAgentSystemd(t *testing.T) {
 // heartbeat --print, the "haproxy configuration wins" dispatch, delete.
 func testLVSThroughAgent(t *testing.T, manager string) {
 	testutil.RequireNetAdmin(t)
-	requireKeepalivedBinary(t)
-	requireLVSRenderer(t)
-	dir, err := os.MkdirTemp("", "la")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	testutil.RequireBinary(t, keepalived.DefaultCmd)
+	testutil.RequireLVSRenderer(t)
+	dir := testutil.ShortDir(t, "la")
 	dp := testutil.NewNetNS(t, "la-dp")
 	opts := testutil.Options{Dir: dir, Options: map[string]string{
 		"amphora_agent/network_namespace":         dp.Name,
@@ -169,8 +115,8 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 		}
 	})
 	lvsDir := filepath.Join(a.BasePath, "lvs")
-	lb, bare, full, pool, m1, m2 := hbUUID(), hbUUID(), hbUUID(), hbUUID(), hbUUID(), hbUUID()
-	confs := lvsRender(t, lvsListenerSpec(a.BasePath, lb, bare, ""), lvsListenerSpec(a.BasePath, lb, full, pool, m1, m2))
+	lb, bare, full, pool, m1, m2 := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
+	confs := testutil.RenderLVS(t, lvsListenerSpec(a.BasePath, lb, bare, ""), lvsListenerSpec(a.BasePath, lb, full, pool, m1, m2))
 	bareConf, fullConf := confs[0], confs[1]
 
 	res := a.Octavia(
@@ -235,7 +181,7 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	if code != http.StatusOK || !bytes.Equal(body, bareConf) || hdr.Get("Content-Type") != "text/plain; charset=UTF-8" || hdr.Get("ETag") != "" {
 		t.Errorf("get config: %d %v %q", code, hdr, body)
 	}
-	unknown := hbUUID()
+	unknown := testutil.NewUUID()
 	for _, c := range []struct {
 		method, path string
 		body         []byte
@@ -313,8 +259,8 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	}
 
 	// "haproxy configuration wins": a load balancer with the same id
-	spec := a.RenderSpec(bare, "198.51.100.10", testutil.RenderListener{ID: hbUUID(), Protocol: "TCP", Port: 8080, PoolID: hbUUID(),
-		Members: []testutil.RenderMember{{ID: hbUUID(), Address: "10.0.0.5", Port: 8080}}})
+	spec := a.RenderSpec(bare, "198.51.100.10", testutil.RenderListener{ID: testutil.NewUUID(), Protocol: "TCP", Port: 8080, PoolID: testutil.NewUUID(),
+		Members: []testutil.RenderMember{{ID: testutil.NewUUID(), Address: "10.0.0.5", Port: 8080}}})
 	cfg := testutil.Render(t, spec)[0]
 	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+a.AmphoraID+"/"+bare+"/haproxy", []byte(cfg)); code != http.StatusAccepted {
 		t.Fatalf("haproxy upload: %d %s", code, body)
@@ -407,22 +353,22 @@ wait "$checker"
 // all decoded by the controller's own code.
 func TestHeartbeatLVSStats(t *testing.T) {
 	testutil.RequireOctavia(t)
-	requireLVSRenderer(t)
+	testutil.RequireLVSRenderer(t)
 	dir := t.TempDir()
 	cfg := config.Defaults()
 	cfg.BasePath = filepath.Join(dir, "lib")
 	cfg.Namespace = "la-absent-" + testutil.RandomSuffix(3)
 	cfg.HeartbeatKey, cfg.HeartbeatKeySet = "lvs-key", true
 	cfg.HeartbeatInterval = 300 * time.Millisecond
-	c := &hbCollector{dec: hbStartDecoder(t), keys: []string{"lvs-key"}}
+	c := &hbCollector{dec: testutil.NewOctaviaDecoder(t), keys: []string{"lvs-key"}}
 	cfg.ControllerIPPortList = []string{hbListen(t, c, "udp4", "127.0.0.1:0", "v4")}
 	store := config.NewStore(cfg)
 	lvsDir := filepath.Join(cfg.BasePath, "lvs")
 	if err := os.MkdirAll(lvsDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	lb, listener, pool, m1, m2 := hbUUID(), hbUUID(), hbUUID(), hbUUID(), hbUUID()
-	conf := lvsRender(t, lvsListenerSpec(cfg.BasePath, lb, listener, pool, m1, m2))[0]
+	lb, listener, pool, m1, m2 := testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID(), testutil.NewUUID()
+	conf := testutil.RenderLVS(t, lvsListenerSpec(cfg.BasePath, lb, listener, pool, m1, m2))[0]
 	base := filepath.Join(lvsDir, "octavia-keepalivedlvs-"+listener)
 	if err := os.WriteFile(base+".conf", conf, 0o644); err != nil {
 		t.Fatal(err)
@@ -730,7 +676,7 @@ func TestHealthCheckUDP(t *testing.T) {
 	if err := os.MkdirAll(lvs.Paths().Dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(lvs.Paths().Dir, "octavia-keepalivedlvs-"+hbUUID()+".conf"), nil, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(lvs.Paths().Dir, "octavia-keepalivedlvs-"+testutil.NewUUID()+".conf"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	lvs.Reconcile(context.Background())
@@ -777,25 +723,6 @@ func TestHelperAliases(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // keepalived runs the controller's "amphora-health-checker ..." by PATH
 // search, but resolves the path with realpath() and executes it under the
 // resolved name: through a symlink to the agent, the binary would start
@@ -805,7 +732,7 @@ func (s *syncBuffer) String() string {
 // itself cannot run here: no IPVS).
 func TestHealthCheckerUnderKeepalived(t *testing.T) {
 	testutil.RequireNetAdmin(t)
-	requireKeepalivedBinary(t)
+	testutil.RequireBinary(t, keepalived.DefaultCmd)
 	dp := testutil.NewNetNS(t, "hk-dp")
 	peer := testutil.NewNetNS(t, "hk-pr")
 	testutil.Veth(t, dp, "va", peer, "vb")
@@ -862,7 +789,7 @@ vrrp_instance v {
 		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		var out syncBuffer
+		var out testutil.SyncBuffer
 		cmd := exec.Command("ip", "netns", "exec", dp.Name, "env", "PATH="+bin+":/usr/sbin:/usr/bin:/sbin:/bin",
 			keepalived.DefaultCmd, "-n", "-l", "-P", "-f", conf, "-p", filepath.Join(dir, "k.pid"),
 			"-r", filepath.Join(dir, "k.vrrp.pid"), "-c", filepath.Join(dir, "k.check.pid"))

@@ -78,30 +78,6 @@ type nwEnv struct {
 	a              *testutil.Agent
 }
 
-func nwRandMAC() string {
-	return "fa:16:3e:" + strings.Join([]string{testutil.RandomSuffix(1), testutil.RandomSuffix(1), testutil.RandomSuffix(1)}, ":")
-}
-
-// nwHotplug simulates Nova attaching a port: a veth whose end with the
-// port's MAC appears in the root namespace (no address), its peer (up)
-// in the network namespace. The pair goes away with that namespace.
-func nwHotplug(t *testing.T, mac string, peer *testutil.NetNS, peerIf string) string {
-	t.Helper()
-	root := "nwh" + testutil.RandomSuffix(4)
-	if out, err := exec.Command("ip", "link", "add", root, "address", mac, "type", "veth", "peer", "name", peerIf, "netns", peer.Name).CombinedOutput(); err != nil {
-		t.Fatalf("hot-plug veth %s (%s): %v: %s", root, mac, err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", root).Run() }) // gone already if the agent moved it
-	l, err := peer.Netlink().LinkByName(peerIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := peer.Netlink().LinkSetUp(l); err != nil {
-		t.Fatal(err)
-	}
-	return root
-}
-
 // nwDataPlaneCleanup removes the data-plane namespace at the end of the
 // test, whichever incarnation exists then: processes inside (haproxy
 // under the builtin supervisor) are killed by PID first.
@@ -677,14 +653,10 @@ func nwSetup(t *testing.T, members bool) *nwEnv {
 	t.Helper()
 	testutil.RequireNetAdmin(t)
 	testutil.RequireOctavia(t)
-	dir, err := os.MkdirTemp("", "nw") // short: unix socket paths below it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	e := &nwEnv{dir: dir, dp: "nw-dp-" + testutil.RandomSuffix(4), vipMAC: nwRandMAC(), memMAC: nwRandMAC()}
+	dir := testutil.ShortDir(t, "nw") // short: unix socket paths below it
+	e := &nwEnv{dir: dir, dp: "nw-dp-" + testutil.RandomSuffix(4), vipMAC: testutil.NeutronMAC(), memMAC: testutil.NeutronMAC()}
 	e.vnet = testutil.NewNetNS(t, "nw-vip")
-	nwHotplug(t, e.vipMAC, e.vnet, "vip0")
+	testutil.Hotplug(t, "nwh", e.vipMAC, e.vnet, "vip0")
 	type addr struct {
 		ns        *testutil.NetNS
 		ifc, cidr string
@@ -697,7 +669,7 @@ func nwSetup(t *testing.T, members bool) *nwEnv {
 	}
 	if members {
 		e.mnet = testutil.NewNetNS(t, "nw-mem")
-		nwHotplug(t, e.memMAC, e.mnet, "mem0")
+		testutil.Hotplug(t, "nwh", e.memMAC, e.mnet, "mem0")
 		addrs = append(addrs, addr{e.mnet, "mem0", nwMember4 + "/24"}, addr{e.mnet, "mem0", nwMember6 + "/64"})
 	}
 	for _, x := range addrs {
@@ -730,12 +702,12 @@ func TestNetworkPlugThroughController(t *testing.T) {
 	e := nwSetup(t, true)
 	a := e.a
 
-	lbID := hbUUID()
+	lbID := testutil.NewUUID()
 	rendered := nwRender(a, lbID, nwVIP4, nwMember4)
 	defer rendered()
 
 	memCap := nwStartCapture(t, e.mnet, "mem0", e.memMAC)
-	unknownMAC := nwRandMAC()
+	unknownMAC := testutil.NeutronMAC()
 	badVIP := nwNetInfo(e.vipMAC)
 	badVIP["subnet_cidr"] = "198.51.100.7/24" // host bits set
 	res := a.Octavia(
@@ -1013,9 +985,7 @@ func nwNft(t *testing.T, ns string) string {
 // 11.0.0 controller client, so sent raw) loads the allow-list inside the
 // data-plane namespace, the next PUT replaces it, refused bodies keep it.
 func nwFirewall(t *testing.T, e *nwEnv) {
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("nftables (nft) is not installed")
-	}
+	testutil.RequireBinary(t, "nft")
 	a := e.a
 	path := "/1.0/interface/" + nwVRRP4 + "/rules"
 	rulesFile := filepath.Join(a.BasePath, "nftables-vip.rules")
@@ -1104,8 +1074,8 @@ func nwRender(a *testutil.Agent, lbID, vip, memberAddr string) (wait func() (str
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		cfg, err = testutil.RenderHAProxy(ctx, a.RenderSpec(lbID, vip, testutil.RenderListener{
-			ID: hbUUID(), Protocol: "HTTP", Port: 80, PoolID: hbUUID(), Monitor: &noMonitor,
-			Members: []testutil.RenderMember{{ID: hbUUID(), Address: memberAddr, Port: nwMemberPort}},
+			ID: testutil.NewUUID(), Protocol: "HTTP", Port: 80, PoolID: testutil.NewUUID(), Monitor: &noMonitor,
+			Members: []testutil.RenderMember{{ID: testutil.NewUUID(), Address: memberAddr, Port: nwMemberPort}},
 		}))
 	}()
 	return func() (string, error) {
@@ -1124,7 +1094,7 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 	testutil.RequireRenderer(t)
 	e := nwSetup(t, false)
 	a := e.a
-	lbID := hbUUID()
+	lbID := testutil.NewUUID()
 	rendered := nwRender(a, lbID, nwVIP6, nwGW6)
 	defer rendered()
 

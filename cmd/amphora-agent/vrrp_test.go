@@ -5,25 +5,20 @@ import (
 	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // startStatsHAProxy runs a real haproxy whose only purpose is its stats
 // socket (dir/h.sock); it is killed when the test ends.
 func startStatsHAProxy(t *testing.T, dir string) string {
 	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Skip("haproxy is not installed (make deps installs it)")
-	}
 	sock := filepath.Join(dir, "h.sock")
 	cfg := filepath.Join(dir, "h.cfg")
 	text := "global\n    stats socket " + sock + " mode 0600 level user\n" +
@@ -32,37 +27,11 @@ func startStatsHAProxy(t *testing.T, dir string) string {
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "-db", "-f", cfg)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	testutil.StartHAProxy(t, cfg, func(ctx context.Context) error {
 		_, err := haproxy.NewStatsClient(sock).ShowInfo(ctx)
-		cancel()
-		if err == nil {
-			return sock
-		}
-		select {
-		case <-exited:
-			t.Fatalf("haproxy exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy stats socket not answering: %v\n%s", err, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
+	return sock
 }
 
 // staleSocket leaves a socket file nobody listens on (a dead haproxy's).
@@ -112,11 +81,7 @@ func hungSocket(t *testing.T, path string) string {
 }
 
 func TestVRRPCheck(t *testing.T) {
-	dir, err := os.MkdirTemp("", "kvc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := testutil.ShortDir(t, "kvc")
 	up := startStatsHAProxy(t, dir)
 	d2 := filepath.Join(dir, "2")
 	if err := os.Mkdir(d2, 0o755); err != nil {

@@ -69,6 +69,24 @@ func Rename(oldpath, newpath string) error {
 	return syncDir(filepath.Dir(newpath))
 }
 
+// WriteChecked replaces path with data only when check accepts it: data
+// is written as path+".new" and check runs on that file. Refused, the
+// file is kept as path+".new-failed" for the operator, path is untouched
+// and check's error is returned; accepted, it is renamed over path.
+func WriteChecked(path string, data []byte, perm os.FileMode, check func(staged string) error) error {
+	staged := path + ".new"
+	if err := WriteFile(staged, data, perm); err != nil {
+		return err
+	}
+	if err := check(staged); err != nil {
+		if rerr := Rename(staged, path+".new-failed"); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return err
+	}
+	return Rename(staged, path)
+}
+
 // Remove deletes path; a missing file is not an error.
 func Remove(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {

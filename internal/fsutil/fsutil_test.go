@@ -51,6 +51,41 @@ func TestWriteReaderLimitKeepsOldFile(t *testing.T) {
 	}
 }
 
+func TestWriteCheckedKeepsRefusedFile(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f.conf")
+	if err := WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refuse := errors.New("refused")
+	var checked string
+	err := WriteChecked(p, []byte("bad"), 0o644, func(staged string) error {
+		checked = staged
+		if data, _ := os.ReadFile(staged); string(data) != "bad" {
+			t.Errorf("staged file holds %q", data)
+		}
+		return refuse
+	})
+	if !errors.Is(err, refuse) || checked != p+".new" {
+		t.Fatalf("WriteChecked = %v, checked %q", err, checked)
+	}
+	if data, _ := os.ReadFile(p); string(data) != "old" {
+		t.Fatalf("refused content installed: %q", data)
+	}
+	if data, _ := os.ReadFile(p + ".new-failed"); string(data) != "bad" {
+		t.Fatalf("refused content not kept: %q", data)
+	}
+	if err := WriteChecked(p, []byte("good"), 0o644, func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(p)
+	if data, _ := os.ReadFile(p); string(data) != "good" || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("accepted content: %q mode %v", data, fi.Mode().Perm())
+	}
+	if _, err := os.Stat(p + ".new"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("staged file left: %v", err)
+	}
+}
+
 func TestNames(t *testing.T) {
 	for id, want := range map[string]bool{
 		"6e9fd1a2-1234-4cde-8f00-aabbccddeeff":  true,

@@ -264,6 +264,32 @@ func Veth(t testing.TB, a *NetNS, aName string, b *NetNS, bName string) {
 	}
 }
 
+// Hotplug simulates Nova attaching a port: a veth whose end with the
+// port's MAC (named prefix<random>, no address) appears in the root
+// namespace, its peer peerIf (up) in peer. It returns the root-side
+// name. The pair goes away at the end of the test, wherever the code
+// under test moved the root side.
+func Hotplug(t testing.TB, prefix, mac string, peer *NetNS, peerIf string) string {
+	t.Helper()
+	root := prefix + RandomSuffix(4)
+	if out, err := exec.Command("ip", "link", "add", root, "address", mac, "type", "veth", "peer", "name", peerIf, "netns", peer.Name).CombinedOutput(); err != nil {
+		t.Fatalf("hot-plug veth %s (%s): %v: %s", root, mac, err, out)
+	}
+	t.Cleanup(func() {
+		// deleting either end removes the pair
+		_ = exec.Command("ip", "-n", peer.Name, "link", "del", peerIf).Run()
+		_ = exec.Command("ip", "link", "del", root).Run()
+	})
+	l, err := peer.nl.LinkByName(peerIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.nl.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 // MemberHealthPath is the health-check path of the Octavia templater's
 // HTTP monitors (`option httpchk GET /index.html`, expecting status 418).
 const MemberHealthPath = "/index.html"

@@ -125,3 +125,49 @@ func Render(t testing.TB, specs ...RenderSpec) []string {
 	}
 	return out
 }
+
+// RequireLVSRenderer skips the test when python3-octavia's LVS templater
+// is not installed.
+func RequireLVSRenderer(t testing.TB) {
+	t.Helper()
+	RequireOctavia(t)
+	if _, err := os.Stat("/usr/lib/python3/dist-packages/octavia/common/jinja/lvs/jinja_cfg.py"); err != nil {
+		t.Skip("python3-octavia's LVS templater is not installed")
+	}
+}
+
+// RenderLVS renders keepalived LVS configurations with the controller's
+// own templater (test/interop/render_lvs.py), all specs in one run; it
+// fails the test on any error.
+func RenderLVS(t testing.TB, specs ...map[string]any) [][]byte {
+	t.Helper()
+	RequireLVSRenderer(t)
+	root, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := json.Marshal(specs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_lvs.py"))
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + t.TempDir()}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("render_lvs.py: %v: %s", err, stderr.Bytes())
+	}
+	var texts []string
+	if err := json.Unmarshal(out, &texts); err != nil || len(texts) != len(specs) {
+		t.Fatalf("render_lvs.py output: %v\n%s", err, out)
+	}
+	res := make([][]byte, len(texts))
+	for i, text := range texts {
+		res[i] = []byte(text)
+	}
+	return res
+}

@@ -2,8 +2,6 @@ package testutil
 
 import (
 	"bufio"
-	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/octavia-go/amphora-agent/internal/procfs"
 )
 
 // SystemdManager is a real, private systemd manager for tests on a
@@ -147,7 +147,7 @@ func (m *SystemdManager) Log() string {
 func (m *SystemdManager) stop() {
 	if m.PID != 0 {
 		_, _ = m.Systemctl("exit")
-		for i := 0; i < 100 && processAlive(m.PID); i++ {
+		for i := 0; i < 100 && procfs.Alive(m.PID); i++ {
 			time.Sleep(100 * time.Millisecond)
 		}
 		_ = syscall.Kill(m.PID, syscall.SIGKILL)
@@ -169,16 +169,6 @@ func (m *SystemdManager) stop() {
 		time.Sleep(100 * time.Millisecond)
 	}
 	_ = os.RemoveAll(m.Dir)
-}
-
-// processAlive reports a live, non-zombie process.
-func processAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i > 0 && i+2 < len(data) && data[i+2] != 'Z'
 }
 
 // ownCgroups returns, for each cgroup hierarchy systemd uses (v1

@@ -1,0 +1,121 @@
+package testutil
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+)
+
+// ShortDir returns a fresh directory with a short path (prefix plus a
+// few random characters under the system temporary directory), removed
+// when the test ends: unix socket paths below it stay far under the
+// 108-byte limit whatever the test's name, unlike t.TempDir's.
+func ShortDir(t testing.TB, prefix string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// RequireBinary skips the test when the program name (a command looked
+// up in PATH, or an absolute path) is not installed, and returns its
+// path.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s is not installed (make deps installs it): %v", name, err)
+	}
+	return p
+}
+
+// NewUUID returns a random (version 4) UUID, the form of every id the
+// controller sends.
+func NewUUID() string {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// NeutronMAC returns a random MAC address with Neutron's fa:16:3e prefix.
+func NeutronMAC() string {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("fa:16:3e:%02x:%02x:%02x", b[0], b[1], b[2])
+}
+
+// ListenUDP receives datagrams on addr (a loopback address or one in a
+// namespace the test created) and hands a copy of each to handle, from
+// one goroutine, until the test ends or the returned socket is closed.
+func ListenUDP(t testing.TB, network, addr string, handle func(pkt []byte)) net.PacketConn {
+	t.Helper()
+	conn, err := net.ListenPacket(network, addr)
+	if err != nil {
+		t.Fatalf("UDP receiver on %s: %v", addr, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1<<16)
+		for {
+			n, _, err := conn.ReadFrom(buf)
+			if err != nil {
+				return // closed
+			}
+			handle(bytes.Clone(buf[:n]))
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return conn
+}
+
+// WaitFor polls cond every 25 ms until it holds, failing the test with
+// cond's last explanation once limit has passed.
+func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string)) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met after %v: %s", limit, why)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// SyncBuffer is a bytes.Buffer a process (or another goroutine) writes
+// while the test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
