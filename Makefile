@@ -26,7 +26,10 @@ vet: ## go vet and gofmt check
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 test: deps build vet ## install what tests need, run every test
-	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN) $(GO) test $(TESTFLAGS) ./...
+	# The agent processes the end-to-end tests start run with the race
+	# detector too; a race they report fails the test.
+	$(GO) build -race -o $(BIN)-race ./cmd/amphora-agent
+	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN)-race $(GO) test $(TESTFLAGS) ./...
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)

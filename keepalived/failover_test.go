@@ -194,6 +194,12 @@ func startAmphora(t *testing.T, name string, sw *testutil.NetNS, vrrpIP string) 
 	if err := testutil.WriteConfig(a.conf, sections); err != nil {
 		t.Fatal(err)
 	}
+	// An agent built with -race reports data races in its log and goes on.
+	t.Cleanup(func() {
+		if log := a.log(); strings.Contains(log, "WARNING: DATA RACE") {
+			t.Errorf("%s agent reported a data race:\n%s", a.name, log)
+		}
+	})
 	a.startAgent()
 	return a
 }

@@ -43,7 +43,8 @@ func ModuleRoot() (string, error) {
 }
 
 // Binary returns the path of an amphora-agent binary built from this
-// tree once per test process ($AMPHORA_AGENT_BIN overrides).
+// tree once per test process, with the race detector when the tests run
+// with it ($AMPHORA_AGENT_BIN overrides).
 func Binary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("AMPHORA_AGENT_BIN"); p != "" {
@@ -61,7 +62,11 @@ func Binary(t testing.TB) string {
 			return
 		}
 		buildPath = filepath.Join(dir, "amphora-agent")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/amphora-agent")
+		args := []string{"build", "-o", buildPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/amphora-agent")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -314,6 +319,10 @@ func (a *Agent) Stop() {
 	case <-time.After(15 * time.Second):
 	}
 	_ = p.Kill()
+	// An agent built with -race reports data races on stderr and goes on.
+	if log := a.Log(); strings.Contains(log, "WARNING: DATA RACE") {
+		a.t.Errorf("the agent reported a data race:\n%s", log)
+	}
 }
 
 // Restart stops and starts the agent with the same configuration.
