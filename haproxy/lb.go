@@ -455,18 +455,26 @@ func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 	return os.RemoveAll(m.dir(lbID))
 }
 
-// Reconcile removes the services of load balancers whose configuration
-// is gone (a delete interrupted by a crash). Services of existing load
-// balancers are refreshed by the next upload; the service managers keep
-// them running across agent restarts.
+// Reconcile brings the services in line with the configurations on disk
+// at start-up: every load balancer gets its service (re)installed — a
+// crash between installing a configuration and its service, a lost unit
+// file or a new agent version's rendering are all repaired, and a change
+// never restarts a running haproxy — and the service of a load balancer
+// whose configuration is gone (a delete interrupted by a crash) is
+// removed.
 func (m *Manager) Reconcile(ctx context.Context) {
-	entries, err := os.ReadDir(m.cfg().BasePath)
+	c := m.cfg()
+	entries, err := os.ReadDir(c.BasePath)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
 		id := e.Name()
-		if !e.IsDir() || !fsutil.ValidID(id) || m.Exists(id) {
+		if !e.IsDir() || !fsutil.ValidID(id) {
+			continue
+		}
+		if m.Exists(id) {
+			m.reinstall(ctx, id)
 			continue
 		}
 		if _, err := m.opts.Units.State(ctx, UnitName(id)); errors.Is(err, service.ErrNotFound) {
@@ -476,6 +484,26 @@ func (m *Manager) Reconcile(ctx context.Context) {
 		if err := m.opts.Units.Remove(ctx, UnitName(id)); err != nil {
 			m.log.Warn("cleanup failed", "lb_id", id, "err", err)
 		}
+	}
+}
+
+// reinstall renders and installs the service of an existing load
+// balancer, with the peer name of the configured amphora id (the one the
+// controller uploads with).
+func (m *Manager) reinstall(ctx context.Context, lbID string) {
+	amphoraID := m.cfg().AmphoraID
+	if amphoraID == "" {
+		m.log.Warn("cannot refresh the haproxy service without [amphora_agent] amphora_id", "lb_id", lbID)
+		return
+	}
+	v, err := m.haproxyVersion(ctx)
+	if err != nil {
+		m.log.Warn("cannot refresh the haproxy service", "lb_id", lbID, "err", err)
+		return
+	}
+	defer m.locks.Lock(lbID)()
+	if err := m.installServices(ctx, lbID, PeerName(amphoraID), v); err != nil {
+		m.log.Warn("cannot refresh the haproxy service", "lb_id", lbID, "err", err)
 	}
 }
 

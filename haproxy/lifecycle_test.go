@@ -1050,3 +1050,29 @@ func TestLBBuiltinSurvivesAgentRestart(t *testing.T) {
 		t.Errorf("load balancer files left after delete")
 	}
 }
+
+// TestLBServiceRepairedAtStart: a crash between installing a
+// configuration and its service (or a lost service definition) is
+// repaired when the agent starts again: the service is back and the load
+// balancer starts.
+func TestLBServiceRepairedAtStart(t *testing.T) {
+	e := hlSetup(t, "builtin")
+	a := e.a
+	lb := hlNewLB(e, false)
+	cfg := testutil.Render(t, lb.spec(e, true))[0]
+	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+a.AmphoraID+"/"+lb.id+"/haproxy", []byte(cfg)); code != http.StatusAccepted {
+		t.Fatalf("upload: %d %s", code, body)
+	}
+	a.Stop()
+	if err := os.Remove(e.serviceFile(lb.id)); err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	if !hlExists(e.serviceFile(lb.id)) {
+		t.Fatalf("service definition not restored at start:\n%s", hlTail(a.Log(), 20))
+	}
+	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+lb.id+"/start", nil); code != http.StatusAccepted {
+		t.Fatalf("start after the repair: %d %s\n%s", code, body, hlTail(a.Log(), 20))
+	}
+	hlReachAll(t, e.plain, "http://"+hlVIP+"/", hlMember1, hlMember2)
+}
