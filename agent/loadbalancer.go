@@ -77,8 +77,8 @@ func (s *Server) routeLoadBalancers(v *gin.RouterGroup) {
 
 // unroutable answers a load-balancer path that matches no endpoint: 400
 // when the client encoded a '/' into an id or a file name (it is invalid
-// input, not an unknown endpoint), else the generic 404 the controller
-// reads as "not implemented".
+// input, not an unknown endpoint), else the generic JSON 404, which the
+// controller takes as an endpoint this agent does not offer.
 func unroutable(c *gin.Context) {
 	raw, _, _ := strings.Cut(c.Request.RequestURI, "?")
 	if strings.Contains(strings.ToLower(raw), "%2f") {

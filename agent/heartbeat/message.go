@@ -56,7 +56,7 @@ type Pool struct {
 }
 
 // MarshalJSON renders m as the reference agent does: separators ", " and
-// ": ", non-ASCII escaped as \uXXXX, no trailing newline.
+// ": ", non-ASCII escaped as \u sequences of 4 hex digits, no trailing newline.
 func (m *Message) MarshalJSON() ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString(`{"id": `)
@@ -107,7 +107,7 @@ func (m *Message) MarshalJSON() ([]byte, error) {
 
 // pyString writes s as a JSON string the way Python's json module does
 // with ensure_ascii (its default): \" \\ \b \f \n \r \t, other characters
-// outside printable ASCII as \uXXXX (lowercase hex, surrogate pairs above
+// outside printable ASCII as \u + 4 lowercase hex digits (surrogate pairs above
 // U+FFFF). Invalid UTF-8 becomes U+FFFD; '/' is not escaped.
 func pyString(b *bytes.Buffer, s string) {
 	const hexdigits = "0123456789abcdef"
