@@ -15,20 +15,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-// heartbeat is a decoded heartbeat message (version 3).
-type heartbeat struct {
-	ID        string `json:"id"`
-	Seq       int64  `json:"seq"`
-	Ver       int    `json:"ver"`
-	Listeners map[string]struct {
-		Status string `json:"status"`
-	} `json:"listeners"`
-	Pools map[string]struct {
-		Status  string            `json:"status"`
-		Members map[string]string `json:"members"`
-	} `json:"pools"`
-}
-
 type received struct {
 	at  time.Time
 	pkt []byte
@@ -109,3 +95,6 @@ func (h *heartbeats) await(t *testing.T, since time.Time, d time.Duration, what 
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// heartbeat is a decoded heartbeat message (version 3).
+type heartbeat = testutil.Heartbeat

@@ -534,7 +534,7 @@ func TestAmphoraImage(t *testing.T) {
 
 		hb.await(t, tBoot, 30*time.Second, "listener OPEN, both members UP", func(m *heartbeat) bool {
 			p := m.Pools[poolID+":"+listenerID]
-			return m.ID == amphoraID && m.Ver == 3 && m.Listeners[listenerID].Status == "OPEN" &&
+			return m.AmphoraID() == amphoraID && m.Ver == 3 && m.Listeners[listenerID].Status == "OPEN" &&
 				p.Status == "UP" && p.Members[m1ID] == "UP" && p.Members[m2ID] == "UP"
 		})
 	})

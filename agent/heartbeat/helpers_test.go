@@ -25,27 +25,6 @@ import (
 
 // ---- Octavia's decoder ----------------------------------------------------
 
-// decoded is the message as the controller reads it.
-type decoded struct {
-	ID        *string `json:"id"`
-	Seq       uint64  `json:"seq"`
-	Ver       int     `json:"ver"`
-	Listeners map[string]struct {
-		Status string `json:"status"`
-		Stats  struct {
-			TX       int64 `json:"tx"`
-			RX       int64 `json:"rx"`
-			Conns    int64 `json:"conns"`
-			TotConns int64 `json:"totconns"`
-			Ereq     int64 `json:"ereq"`
-		} `json:"stats"`
-	} `json:"listeners"`
-	Pools map[string]struct {
-		Status  string            `json:"status"`
-		Members map[string]string `json:"members"`
-	} `json:"pools"`
-}
-
 // decodeWithOctavia unwraps pkt with Octavia's code and checks that the
 // object it decoded re-serialises to exactly the JSON we compressed.
 func decodeWithOctavia(t testing.TB, py *testutil.OctaviaDecoder, pkt []byte, key string) *decoded {
@@ -380,3 +359,6 @@ func writeFile(t testing.TB, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// decoded is the message as the controller reads it.
+type decoded = testutil.Heartbeat

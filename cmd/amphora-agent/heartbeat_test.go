@@ -27,27 +27,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-// hbMessage is a decoded heartbeat (version 3).
-type hbMessage struct {
-	ID        string `json:"id"`
-	Seq       int64  `json:"seq"`
-	Listeners map[string]struct {
-		Status string `json:"status"`
-		Stats  struct {
-			TX       int64 `json:"tx"`
-			RX       int64 `json:"rx"`
-			Conns    int64 `json:"conns"`
-			TotConns int64 `json:"totconns"`
-			Ereq     int64 `json:"ereq"`
-		} `json:"stats"`
-	} `json:"listeners"`
-	Pools map[string]struct {
-		Status  string            `json:"status"`
-		Members map[string]string `json:"members"`
-	} `json:"pools"`
-	Ver int `json:"ver"`
-}
-
 // hbDecode unwraps pkt with key through Octavia's code; order is the
 // message's top-level key order.
 func hbDecode(t *testing.T, d *testutil.OctaviaDecoder, pkt []byte, key string) (*hbMessage, []string, error) {
@@ -272,8 +251,8 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 	first, _ := col.await(t, 30*time.Second, "listener OPEN with members UP, DOWN, MAINT", 0, statusesOK)
 
 	t.Run("content", func(t *testing.T) {
-		if first.msg.Ver != 3 || first.msg.ID != a.AmphoraID {
-			t.Errorf("ver %d id %q, want 3 %q", first.msg.Ver, first.msg.ID, a.AmphoraID)
+		if first.msg.Ver != 3 || first.msg.AmphoraID() != a.AmphoraID {
+			t.Errorf("ver %d id %q, want 3 %q", first.msg.Ver, first.msg.AmphoraID(), a.AmphoraID)
 		}
 		if diff := cmp.Diff([]string{"id", "seq", "listeners", "pools", "ver"}, first.order); diff != "" {
 			t.Errorf("key order (-want +got):\n%s", diff)
@@ -354,7 +333,7 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 		if err := json.Unmarshal(stdout.Bytes(), &msg); err != nil {
 			t.Fatalf("%v:\n%s", err, out)
 		}
-		if msg.ID != a.AmphoraID || msg.Ver != 3 || msg.Listeners[listenerID].Status != "OPEN" ||
+		if msg.AmphoraID() != a.AmphoraID || msg.Ver != 3 || msg.Listeners[listenerID].Status != "OPEN" ||
 			!cmp.Equal(wantMembers, msg.Pools[poolKey].Members) || msg.Pools[poolKey].Status != "UP" {
 			t.Errorf("printed heartbeat:\n%s", out)
 		}
@@ -414,3 +393,6 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 		}
 	})
 }
+
+// hbMessage is a decoded heartbeat (version 3).
+type hbMessage = testutil.Heartbeat
