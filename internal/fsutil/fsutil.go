@@ -38,7 +38,10 @@ var ErrTooLarge = errors.New("content exceeds the size limit")
 // limit <= 0 means no limit; above the limit nothing is replaced and
 // ErrTooLarge is returned.
 func WriteReader(path string, r io.Reader, perm os.FileMode, limit int64) (int64, string, error) {
-	t, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm))
+	// Stage next to the target, always: renameio would otherwise use
+	// $TMPDIR when it is on the same file system, leaving key material
+	// in a shared, world-listable directory while it is written.
+	t, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm), renameio.WithTempDir(filepath.Dir(path)))
 	if err != nil {
 		return 0, "", fmt.Errorf("write %s: %w", path, err)
 	}
