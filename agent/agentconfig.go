@@ -99,7 +99,7 @@ func (s *Server) putCertificate(c *gin.Context) {
 		return
 	}
 	if err := s.Certs.Replace(body); err != nil {
-		if errors.Is(err, certs.ErrInvalidKeyPair) {
+		if errors.Is(err, certs.ErrInvalidKeyPair) || errors.Is(err, certs.ErrUnacceptable) {
 			writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid certificate", Details: err.Error()})
 			return
 		}

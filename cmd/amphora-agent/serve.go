@@ -31,14 +31,21 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	store, err := certs.Open(cfg.AgentServerCert, cfg.AgentServerCA, log)
+	cfgStore := config.NewStore(cfg)
+	store, err := certs.Open(certs.Options{
+		CertPath: cfg.AgentServerCert,
+		CAPath:   cfg.AgentServerCA,
+		// The amphora id may change with PUT /1.0/config; rotation checks
+		// against the running value.
+		ServerName: func() string { return cfgStore.Current().AmphoraID },
+		Log:        log,
+	})
 	if err != nil {
 		return fmt.Errorf("%w (check [amphora_agent] agent_server_cert and agent_server_ca)", err)
 	}
 	if err := os.MkdirAll(cfg.BasePath, 0o755); err != nil {
 		return fmt.Errorf("[haproxy_amphora] base_path: %w", err)
 	}
-	cfgStore := config.NewStore(cfg)
 	units, systemd, err := serviceManager(ctx, cfg, log)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ type PKI struct {
 	Server2PEM     string // a second server certificate + key, for rotation tests
 	ClientPEM      string // controller client certificate + key
 	RogueClientPEM string // client certificate + key signed by an unknown CA
+	RogueServerPEM string // server certificate + key for the amphora id, signed by an unknown CA
 }
 
 type issuer struct {
@@ -53,6 +54,7 @@ func NewPKI(dir, amphoraID string) (*PKI, error) {
 		Server2PEM:     filepath.Join(dir, "server2.pem"),
 		ClientPEM:      filepath.Join(dir, "client.pem"),
 		RogueClientPEM: filepath.Join(dir, "rogue_client.pem"),
+		RogueServerPEM: filepath.Join(dir, "rogue_server.pem"),
 	}
 	serverCA, err := newCA("Octavia test server CA")
 	if err != nil {
@@ -82,9 +84,14 @@ func NewPKI(dir, amphoraID string) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
+	rogueServer, err := leaf(rogueCA, amphoraID, true)
+	if err != nil {
+		return nil, err
+	}
 	for path, data := range map[string][]byte{
 		p.ServerCA: serverCA.pem, p.ClientCA: clientCA.pem,
 		p.ServerPEM: server, p.Server2PEM: server2, p.ClientPEM: client, p.RogueClientPEM: rogue,
+		p.RogueServerPEM: rogueServer,
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return nil, err
