@@ -61,6 +61,7 @@ func TestParseControllerRendered(t *testing.T) {
 	want.HeartbeatKey, want.HeartbeatKeySet = "insecure", true
 	want.AmphoraID = "6e9fd1a2-1234-4cde-8f00-aabbccddeeff"
 	want.LoadBalancerTopology = TopologyActiveStandby
+	want.UseSyslog, want.SyslogLogFacility = true, "LOG_LOCAL1"
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("config (-want +got):\n%s", diff)
 	}

@@ -27,10 +27,13 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	if _, err := subFlags(g, "serve", args, nil); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(g)
+	cfg, _, err := loadConfig(g)
 	if err != nil {
 		return err
 	}
+	logs := startLogging(g, cfg, "amphora-agent")
+	defer closeLogging(logs)
+	log := logs.Logger()
 	store, err := certs.Open(cfg.AgentServerCert, cfg.AgentServerCA, log)
 	if err != nil {
 		return fmt.Errorf("%w (check [amphora_agent] agent_server_cert and agent_server_ca)", err)
@@ -39,6 +42,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		return fmt.Errorf("[haproxy_amphora] base_path: %w", err)
 	}
 	cfgStore := config.NewStore(cfg)
+	go followSyslogSettings(ctx, cfgStore, logs)
 	units, systemd, err := serviceManager(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -72,6 +76,8 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		},
 	})
 	lbs.Reconcile(ctx)
+	proxy := &proxyService{store: cfgStore, units: units, systemd: systemd, lbs: lbs, agentArgv: agentArgv(cfg), log: log}
+	proxy.Sync(ctx)
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
 		Config:    cfgStore,
 		Units:     units,
@@ -106,7 +112,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		Certs:   store,
 		Log:     log,
 		Info:    info,
-		LBs:     lbs,
+		LBs:     lbsWithProxy{lbs, proxy},
 		Net:     nw,
 		VRRP:    vrrp,
 		LVS:     lvs,

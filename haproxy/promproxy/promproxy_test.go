@@ -20,8 +20,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -344,35 +342,6 @@ func promtool(t *testing.T, text string) {
 	}
 }
 
-// seriesLabels maps each series name of a text exposition to the set of
-// its label keys, and collects one label's values.
-func seriesLabels(text, label string) (map[string][]string, map[string]bool) {
-	names := map[string][]string{}
-	values := map[string]bool{}
-	labelRE := regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"`)
-	for _, line := range strings.Split(text, "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		name, rest, _ := strings.Cut(line, "{")
-		name, _, _ = strings.Cut(name, " ")
-		keys := []string{}
-		if strings.Contains(line, "{") {
-			for _, m := range labelRE.FindAllStringSubmatch(rest, -1) {
-				keys = append(keys, m[1])
-				if m[1] == label {
-					values[m[2]] = true
-				}
-			}
-		}
-		sort.Strings(keys)
-		names[name] = slices.Compact(append(names[name], keys...))
-		sort.Strings(names[name])
-		names[name] = slices.Compact(names[name])
-	}
-	return names, values
-}
-
 // TestScrapeThroughListener: a real haproxy, its PROMETHEUS listener,
 // our proxy behind it: the tenant sees the Octavia series of its
 // listeners and members, never the internal exporter, and a 502 once
@@ -394,8 +363,13 @@ func TestScrapeThroughListener(t *testing.T) {
 		return code == 200 && strings.Contains(body, `state="DOWN"`) && strings.Contains(body, "octavia_member_status{"),
 			fmt.Sprintf("status %d, body:\n%.300s", code, body)
 	})
-	names, listeners := seriesLabels(body, "listener")
-	_, members := seriesLabels(body, "member")
+	samples := testutil.ParseExposition(body)
+	listeners := testutil.LabelValues(samples, "octavia_listener_", "listener")
+	members := testutil.LabelValues(samples, "octavia_member_", "member")
+	names := map[string]bool{}
+	for _, s := range samples {
+		names[s.Name] = true
+	}
 	for _, l := range append([]string{lb.prom}, lb.listeners...) {
 		if !listeners[l] {
 			t.Errorf("no octavia_listener_* series for listener %s", l)
@@ -408,7 +382,7 @@ func TestScrapeThroughListener(t *testing.T) {
 	}
 	for _, want := range []string{"octavia_loadbalancer_cpu", "octavia_loadbalancer_memory", "octavia_loadbalancer_current_connections",
 		"octavia_listener_bytes_in_total", "octavia_pool_active_members", "octavia_member_status"} {
-		if _, ok := names[want]; !ok {
+		if !names[want] {
 			t.Errorf("series %s missing", want)
 		}
 	}
@@ -584,7 +558,7 @@ func TestSeveralLoadBalancers(t *testing.T) {
 			if code != 200 {
 				t.Fatalf("scrape %d of %s: %d", i, c.mine.id, code)
 			}
-			_, listeners := seriesLabels(body, "listener")
+			listeners := testutil.LabelValues(testutil.ParseExposition(body), "octavia_listener_", "listener")
 			if !listeners[c.mine.listeners[0]] {
 				t.Fatalf("scrape %d through %s lacks its listener %s", i, c.mine.id, c.mine.listeners[0])
 			}

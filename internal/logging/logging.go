@@ -512,6 +512,9 @@ func (l *Logging) writeStatus() {
 		return
 	}
 	st := l.Status()
+	if !st.Enabled && st.Delivered == 0 && st.Dropped == 0 {
+		return // never used: nothing to report
+	}
 	st.Updated = time.Now()
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {

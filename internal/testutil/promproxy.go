@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,4 +99,72 @@ func (r *ReferencePromProxy) Stop() {
 		_ = r.Cmd.Process.Kill()
 		<-r.done
 	}
+}
+
+// Sample is one series line of a Prometheus text exposition.
+type Sample struct {
+	Name   string
+	Labels map[string]string
+}
+
+var labelPair = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"`)
+
+// ParseExposition returns the series lines of a text exposition
+// (comments and blank lines skipped).
+func ParseExposition(text string) []Sample {
+	var out []Sample
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		s := Sample{Labels: map[string]string{}}
+		name, rest, labelled := strings.Cut(line, "{")
+		if labelled {
+			end := strings.LastIndex(rest, "}")
+			if end < 0 {
+				end = len(rest)
+			}
+			for _, m := range labelPair.FindAllStringSubmatch(rest[:end], -1) {
+				s.Labels[m[1]] = m[2]
+			}
+		} else {
+			name, _, _ = strings.Cut(line, " ")
+		}
+		s.Name = name
+		out = append(out, s)
+	}
+	return out
+}
+
+// MetricShape maps every metric name of an exposition to its sorted
+// label keys ("name{key,key}"), the part two exporters of the same
+// objects must agree on whatever the values.
+func MetricShape(text string) []string {
+	set := map[string]bool{}
+	for _, s := range ParseExposition(text) {
+		keys := make([]string, 0, len(s.Labels))
+		for k := range s.Labels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		set[s.Name+"{"+strings.Join(keys, ",")+"}"] = true
+	}
+	out := make([]string, 0, len(set))
+	for k := range set {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LabelValues collects the values of one label over the series whose
+// name starts with prefix.
+func LabelValues(samples []Sample, prefix, label string) map[string]bool {
+	out := map[string]bool{}
+	for _, s := range samples {
+		if v, ok := s.Labels[label]; ok && strings.HasPrefix(s.Name, prefix) {
+			out[v] = true
+		}
+	}
+	return out
 }
