@@ -382,9 +382,24 @@ func (l *Logging) writer() {
 				continue
 			}
 			conn = c
+		}
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_, err := conn.Write(pending)
+		switch {
+		case err == nil:
+			pending = nil
 			backoff = 100 * time.Millisecond
+			l.mu.Lock()
+			l.st.Delivered++
+			l.statusDirty = true
+			healthy := l.st.Connected
+			l.mu.Unlock()
+			if healthy {
+				break
+			}
+			// the daemon takes records (again): say what the outage cost,
+			// before the rest of the backlog (the queue may be full)
 			if notice := l.up(); notice != nil {
-				// ahead of the backlog: the queue may be full
 				_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
 				if _, err := conn.Write(notice); err == nil {
 					l.mu.Lock()
@@ -392,16 +407,6 @@ func (l *Logging) writer() {
 					l.mu.Unlock()
 				}
 			}
-		}
-		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
-		_, err := conn.Write(pending)
-		switch {
-		case err == nil:
-			pending = nil
-			l.mu.Lock()
-			l.st.Delivered++
-			l.statusDirty = true
-			l.mu.Unlock()
 		case errors.Is(err, syscall.EMSGSIZE):
 			pending = nil // cannot be sent at any size the socket takes
 			l.mu.Lock()
@@ -450,8 +455,8 @@ func (l *Logging) down(err error) {
 	}
 }
 
-// up records a working connection; after an outage it returns the
-// warning to send first, also written to stderr.
+// up records that the daemon takes records; after an outage it returns
+// the warning to send next, also written to stderr.
 func (l *Logging) up() []byte {
 	l.mu.Lock()
 	since, dropped := l.st.DownSince, l.st.DroppedInOutage
