@@ -14,9 +14,10 @@ import (
 
 // putConfig replaces the agent configuration file the agent was started
 // with (the first --config-file) and applies the options that may change
-// at run time (heartbeat destinations, interval and key, topology) at
-// once. The upload is parsed first: a document the agent could not start
-// with is refused and the file on disk is kept.
+// at run time (heartbeat destinations, interval and key, topology, the
+// agent's syslog settings) at once. The upload is parsed first: a
+// document the agent could not start with is refused and the file on
+// disk is kept.
 func (s *Server) putConfig(c *gin.Context) {
 	body, read := s.uploadBody(c)
 	if !read {
@@ -56,7 +57,9 @@ func (s *Server) applyConfig(body []byte) error {
 			"controllers", strings.Join(next.ControllerIPPortList, ","),
 			"heartbeat_interval", next.HeartbeatInterval.String(),
 			"heartbeat_key_changed", next.HeartbeatKey != cur.HeartbeatKey,
-			"topology", next.LoadBalancerTopology)
+			"topology", next.LoadBalancerTopology,
+			"use_syslog", next.UseSyslog, "syslog_log_facility", next.SyslogLogFacility,
+			"administrative_log_facility", next.AdministrativeLogFacility)
 	} else {
 		s.Log.Info("agent configuration file rewritten, run-time options unchanged", "file", cur.Files[0])
 	}
@@ -86,7 +89,6 @@ func restartOnlyChanges(cur, next *config.Config) []string {
 	add("agent_request_read_timeout", cur.AgentRequestReadTimeout != next.AgentRequestReadTimeout)
 	add("agent_tls_protocol", cur.AgentTLSProtocol != next.AgentTLSProtocol)
 	add("amphora_id", cur.AmphoraID != next.AmphoraID)
-	add("administrative_log_facility", cur.AdministrativeLogFacility != next.AdministrativeLogFacility)
 	return out
 }
 

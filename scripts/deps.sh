@@ -10,7 +10,8 @@ set -eu
 
 PKGS="haproxy keepalived nftables ipvsadm iproute2 procps curl ca-certificates
       dbus dbus-user-session systemd python3 python3-octavia python3-cryptography
-      tcpdump socat wrk util-linux debootstrap systemd-container"
+      tcpdump socat wrk util-linux debootstrap systemd-container
+      rsyslog prometheus python3-psutil"
 case "${1:-}" in
   bench) PKGS="$PKGS octavia-agent" ;;
   "") ;;

@@ -36,6 +36,13 @@ type side struct {
 	HBListeners int
 	HBMembers   int
 	HBBytes     int
+
+	PromLatency    []time.Duration // one per scrape
+	PromCPU        float64         // seconds of the proxy over PromScrapes
+	PromScrapes    int
+	PromPeakRSSKiB int64
+	PromSeries     int
+	PromBytes      int
 }
 
 // endpoint is one API call of the latency phase.

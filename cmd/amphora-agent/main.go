@@ -45,6 +45,7 @@ func commands() []command {
 		{"vrrp-check", "<stats socket>...: keepalived's haproxy check (exit 0 when every haproxy answers)", runVRRPCheck},
 		{"health-check", "<sctp|udp> [-t seconds] <address> <port>: keepalived's member check of the LVS listeners", runHealthCheck},
 		{"lvs-check", "<pid file>...: keepalived's LVS check (exit 0 when every LVS keepalived runs)", runLVSCheck},
+		{"prometheus-proxy", "[--listen 127.0.0.1:9102]: serve Octavia's metrics behind PROMETHEUS listeners (inside the data-plane namespace)", runPrometheusProxy},
 	}
 }
 

@@ -27,10 +27,13 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	if _, err := subFlags(g, "serve", args, nil); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(g)
+	cfg, _, err := loadConfig(g)
 	if err != nil {
 		return err
 	}
+	logs := startLogging(g, cfg, "amphora-agent")
+	defer closeLogging(logs)
+	log := logs.Logger()
 	cfgStore := config.NewStore(cfg)
 	store, err := certs.Open(certs.Options{
 		CertPath: cfg.AgentServerCert,
@@ -46,6 +49,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	if err := os.MkdirAll(cfg.BasePath, 0o755); err != nil {
 		return fmt.Errorf("[haproxy_amphora] base_path: %w", err)
 	}
+	go followSyslogSettings(ctx, cfgStore, logs)
 	units, systemd, err := serviceManager(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -79,6 +83,8 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		},
 	})
 	lbs.Reconcile(ctx)
+	proxy := &proxyService{store: cfgStore, units: units, systemd: systemd, lbs: lbs, agentArgv: agentArgv(cfg), log: log}
+	proxy.Sync(ctx)
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
 		Config:    cfgStore,
 		Units:     units,
@@ -113,7 +119,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		Certs:   store,
 		Log:     log,
 		Info:    info,
-		LBs:     lbs,
+		LBs:     lbsWithProxy{lbs, proxy},
 		Net:     nw,
 		VRRP:    vrrp,
 		LVS:     lvs,

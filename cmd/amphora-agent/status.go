@@ -66,6 +66,12 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 		printLB(ctx, w, lbs, id)
 	}
 
+	section("Prometheus proxy (PROMETHEUS listeners)")
+	printPrometheusProxy(ctx, w, cfg, lbs)
+
+	section("Log offloading (syslog)")
+	printSyslog(w, cfg)
+
 	section("UDP/SCTP listeners (keepalived LVS)")
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})
 	lvsList := lvs.Listeners(ctx)
