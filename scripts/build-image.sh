@@ -85,9 +85,10 @@ if ! flock -n 9; then
 	flock 9
 fi
 
-# tree_hash DIR: the content, names and modes of every file below DIR.
+# tree_hash DIR: the content, names and modes of every file below DIR
+# (documentation aside).
 tree_hash() {
-	(cd "$1" && find . -type f -o -type l | LC_ALL=C sort | while read -r f; do
+	(cd "$1" && find . \( -type f -o -type l \) ! -name 'README*' | LC_ALL=C sort | while read -r f; do
 		printf '%s %s ' "$f" "$(stat -c %a "$f")"
 		if [ -L "$f" ]; then readlink "$f"; else sha256sum <"$f"; fi
 	done) | sha256sum | cut -c1-16
