@@ -68,12 +68,16 @@ done
 
 # diskimage-builder's vm element maps partitions with device-mapper; on a
 # kernel without it use the loop-device substitute (scripts/dib-nodm).
-if ! dmsetup version >/dev/null 2>&1 && ! { modprobe dm_mod 2>/dev/null && dmsetup version >/dev/null 2>&1; }; then
+has_dm() { grep -qw device-mapper /proc/misc 2>/dev/null; }
+if ! has_dm && ! { modprobe dm_mod 2>/dev/null && has_dm; }; then
 	log "no device-mapper in this kernel: partitions through loop devices (scripts/dib-nodm)"
 	export PATH=$repo/scripts/dib-nodm:$PATH
 	AMPHORA_NODM_STATE=$(mktemp -d /run/amphora-nodm.XXXXXX)
 	export AMPHORA_NODM_STATE
-	trap 'rm -rf "$AMPHORA_NODM_STATE"' EXIT
+	# libdevmapper (grub's device probing) makes an inert
+	# /dev/mapper/control; leave /dev as it was.
+	[ -e /dev/mapper/control ] || nodm_cleanup="rm -f /dev/mapper/control; rmdir /dev/mapper 2>/dev/null"
+	trap 'rm -rf "$AMPHORA_NODM_STATE"; eval "${nodm_cleanup:-}"' EXIT
 else
 	command -v sudo >/dev/null || die "sudo is missing (scripts/deps.sh image)"
 fi
@@ -149,7 +153,7 @@ fi
 image_start=$(date +%s)
 tmp=$(dirname "$out")/.$(basename "$out" .qcow2).build-$$
 rm -rf "$tmp" "$tmp.qcow2" "$tmp.d"
-trap 'rm -rf "$tmp" "$tmp.qcow2" "$tmp.d"; [ -z "${AMPHORA_NODM_STATE:-}" ] || rm -rf "$AMPHORA_NODM_STATE"' EXIT
+trap 'rm -rf "$tmp" "$tmp.qcow2" "$tmp.d"; [ -z "${AMPHORA_NODM_STATE:-}" ] || rm -rf "$AMPHORA_NODM_STATE"; eval "${nodm_cleanup:-}"' EXIT
 DIB_DEBIAN_USE_DEBOOTSTRAP_CACHE=1 DIB_AMPHORA_AGENT_GO_DEB=$deb \
 	run_dib "$out.log" -t qcow2 --image-cache "$base_dir" -o "$tmp" "$distro" vm amphora-agent-go
 mv -f "$tmp.qcow2" "$out"
