@@ -358,6 +358,12 @@ func TestAmphoraImage(t *testing.T) {
 	memNet := testutil.NewNetNS(t, "iat-mem")
 	mgmt := newMgmtLink(t, amp)
 	hb := listenHeartbeats(t, net.JoinHostPort(mgmt.HostIP, "0"), hbKey)
+	// The log offloading targets of the controller's rsyslog config.
+	tenantLogs, adminLogs := listenSyslog(t, mgmt.HostIP), listenSyslog(t, mgmt.HostIP)
+	rsyslogPath := filepath.Join(dir, "10-rsyslog.conf")
+	if err := os.WriteFile(rsyslogPath, []byte(renderRsyslog(t, tenantLogs.Addr(), adminLogs.Addr())), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	// What the controller puts on a new amphora (configuration and
 	// certificates, through the config drive), written into this test's
@@ -410,6 +416,7 @@ func TestAmphoraImage(t *testing.T) {
 		{pki.ServerPEM, "/etc/octavia/certs/server.pem", 0o600},
 		{pki.ClientCA, "/etc/octavia/certs/client_ca.pem", 0o600},
 		{disabled, "/etc/cloud/cloud-init.disabled", 0o644},
+		{rsyslogPath, "/etc/rsyslog.d/10-rsyslog.conf", 0o644},
 		{debFile(t), "/var/tmp/debs/amphora-agent.deb", 0o644}, // for the upgrade
 	})
 	tElement := time.Now()
@@ -564,6 +571,13 @@ func TestAmphoraImage(t *testing.T) {
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
+		// ... and to the log offloading targets: the flow logs (user
+		// facility local0) to the tenant's, haproxy's notices (local1,
+		// administrative) to the operator's.
+		m := tenantLogs.await(t, 20*time.Second, 16, listenerID)
+		t.Logf("tenant log target: %q", m)
+		m = adminLogs.await(t, 20*time.Second, 17, "")
+		t.Logf("administrative log target: %q", m)
 	})
 	if t.Failed() {
 		t.FailNow()
