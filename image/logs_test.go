@@ -1,0 +1,108 @@
+package image
+
+// Log offloading as the controller configures it: the rsyslog
+// configuration Octavia renders (/etc/rsyslog.d/10-rsyslog.conf, from its
+// LoggingJinjaTemplater) forwards what arrives on the image's haproxy log
+// socket to the tenant and administrative log targets; here, UDP
+// receivers on the host end of the management link.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/octavia-go/amphora-agent/internal/testutil"
+)
+
+// syslogReceiver collects syslog datagrams.
+type syslogReceiver struct {
+	conn net.PacketConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenSyslog(t *testing.T, host string) *syslogReceiver {
+	t.Helper()
+	r := &syslogReceiver{}
+	r.conn = testutil.ListenUDP(t, "udp", net.JoinHostPort(host, "0"), func(pkt []byte) {
+		r.mu.Lock()
+		r.msgs = append(r.msgs, string(pkt))
+		r.mu.Unlock()
+	})
+	return r
+}
+
+func (r *syslogReceiver) Addr() string { return r.conn.LocalAddr().String() }
+
+// await waits (bounded) for a message with the syslog priority's facility
+// and containing text (any text when empty); it returns the message.
+func (r *syslogReceiver) await(t *testing.T, d time.Duration, facility int, text string) string {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		r.mu.Lock()
+		msgs := append([]string(nil), r.msgs...)
+		r.mu.Unlock()
+		for _, m := range msgs {
+			pri, _, ok := strings.Cut(strings.TrimPrefix(m, "<"), ">")
+			p, err := strconv.Atoi(pri)
+			if ok && err == nil && p/8 == facility && strings.Contains(m, text) {
+				return m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no syslog message of facility %d containing %q within %v (%d received): %q", facility, text, d, len(msgs), msgs)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// renderRsyslog renders the controller's 10-rsyslog.conf for the targets
+// with Octavia's own templater.
+func renderRsyslog(t *testing.T, tenant, admin string) string {
+	t.Helper()
+	in, err := json.Marshal(map[string]any{
+		"tenant_log_targets": []string{tenant}, "admin_log_targets": []string{admin}, "log_protocol": "UDP",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := filepath.Abs(filepath.Join("testdata", "render_rsyslog.py"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", script)
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("render_rsyslog.py: %v: %s", err, stderr.Bytes())
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("port=%q", portOf(t, tenant))) {
+		t.Fatalf("rendered rsyslog configuration without the tenant target:\n%s", out)
+	}
+	return string(out)
+}
+
+func portOf(t *testing.T, addr string) string {
+	t.Helper()
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
