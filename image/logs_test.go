@@ -7,14 +7,8 @@ package image
 // receivers on the host end of the management link.
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,31 +65,14 @@ func (r *syslogReceiver) await(t *testing.T, d time.Duration, facility int, text
 // with Octavia's own templater.
 func renderRsyslog(t *testing.T, tenant, admin string) string {
 	t.Helper()
-	in, err := json.Marshal(map[string]any{
-		"tenant_log_targets": []string{tenant}, "admin_log_targets": []string{admin}, "log_protocol": "UDP",
+	out := testutil.RenderRsyslog(t, testutil.RsyslogSpec{
+		TenantTargets: []string{tenant}, AdminTargets: []string{admin}, Protocol: "UDP",
+		AdminFacility: 1, UserFacility: 0,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	script, err := filepath.Abs(filepath.Join("testdata", "render_rsyslog.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", script)
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("render_rsyslog.py: %v: %s", err, stderr.Bytes())
-	}
-	if !strings.Contains(string(out), fmt.Sprintf("port=%q", portOf(t, tenant))) {
+	if !strings.Contains(out, fmt.Sprintf("port=%q", portOf(t, tenant))) {
 		t.Fatalf("rendered rsyslog configuration without the tenant target:\n%s", out)
 	}
-	return string(out)
+	return out
 }
 
 func portOf(t *testing.T, addr string) string {
