@@ -250,13 +250,9 @@ func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Vers
 	return nil
 }
 
-// installNetnsUnit writes amphora-netns.service unless the image (or an
-// operator) provides one of its own.
+// installNetnsUnit writes amphora-netns.service (the service manager
+// keeps one the image or an operator provides).
 func (m *Manager) installNetnsUnit(ctx context.Context) error {
-	path := filepath.Join(m.cfg().SystemdUnitDir, NetnsUnitName+".service")
-	if data, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(data, []byte(GeneratedMarker)) {
-		return nil
-	}
 	svc, err := NetnsService(m.cfg().Namespace, m.opts.AgentArgv)
 	if err != nil {
 		return err

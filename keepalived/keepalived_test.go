@@ -348,7 +348,7 @@ func TestService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := generatedMarker + `[Unit]
+	want := `[Unit]
 Description=Keepalive Daemon (LVS and VRRP)
 After=network-online.target amphora-netns.service
 Wants=network-online.target

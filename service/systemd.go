@@ -239,8 +239,11 @@ func connLost(c *sddbus.Conn, err error) bool {
 
 func unitName(name string) string { return name + ".service" }
 
-// Install writes the unit file if its content differs, daemon-reloads when
-// it changed and enables the unit.
+// Install writes the unit file (GeneratedMarker, then svc.Unit) if its
+// content differs, daemon-reloads when it changed and enables the unit.
+// A unit file that does not start with GeneratedMarker was written by
+// someone else (the image, an operator) and is left alone: nothing is
+// written or enabled, and Install reports no change.
 func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
 	if err := checkName(svc.Name); err != nil {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
@@ -259,12 +262,18 @@ func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 	}
-	changed := err != nil || !bytes.Equal(old, svc.Unit)
+	if err == nil && !bytes.HasPrefix(old, []byte(GeneratedMarker)) {
+		// The image or an operator provides this unit: theirs wins.
+		m.log.Debug("unit file not written by the agent left as it is", "unit", unit, "path", path)
+		return false, nil
+	}
+	text := append([]byte(GeneratedMarker), svc.Unit...)
+	changed := err != nil || !bytes.Equal(old, text)
 	if changed {
 		if err := os.MkdirAll(m.opts.UnitDir, 0o755); err != nil {
 			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 		}
-		if err := fsutil.WriteFile(path, svc.Unit, 0o644); err != nil {
+		if err := fsutil.WriteFile(path, text, 0o644); err != nil {
 			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 		}
 		if err := m.daemonReload(ctx); err != nil {

@@ -207,7 +207,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if changed, err := m.Install(ctx, svc); err != nil || !changed {
 		t.Fatalf("Install of changed unit: changed=%v err=%v", changed, err)
 	}
-	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, svc.Unit) {
+	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, append([]byte(GeneratedMarker), svc.Unit...)) {
 		t.Fatal("unit file not updated")
 	}
 	if m.reloads.Load() != reloads+1 {
@@ -218,6 +218,19 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	}
 	if got := mustState(t, m, name).MainPID; got != pid {
 		t.Errorf("Install restarted the service: pid %d -> %d", pid, got)
+	}
+
+	// a unit file the agent did not write is never replaced
+	foreign := []byte("# provided by the image\n" + string(svc.Unit))
+	if err := os.WriteFile(unitPath, foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc.Unit = haproxyUnit(bin, cfg, pidFile, "lbt haproxy, rendered again")
+	if changed, err := m.Install(ctx, svc); err != nil || changed {
+		t.Fatalf("Install over a foreign unit: changed=%v err=%v", changed, err)
+	}
+	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, foreign) {
+		t.Fatal("foreign unit file overwritten")
 	}
 
 	// stop

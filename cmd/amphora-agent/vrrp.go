@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -125,10 +122,6 @@ func refreshVRRPCheck(ctx context.Context, vrrp *keepalived.Manager, log *slog.L
 // requires, unless the image (or an operator) provides its own: the same
 // rule as for the haproxy units.
 func installNetnsUnit(ctx context.Context, cfg *config.Config, units service.Manager, agentArgv []string) error {
-	path := filepath.Join(cfg.SystemdUnitDir, haproxy.NetnsUnitName+".service")
-	if data, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(data, []byte(haproxy.GeneratedMarker)) {
-		return nil
-	}
 	svc, err := haproxy.NetnsService(cfg.Namespace, agentArgv)
 	if err != nil {
 		return err
