@@ -50,12 +50,10 @@ type Hooks struct {
 type Options struct {
 	Config *config.Store
 	Units  service.Manager
-	// Systemd says Units is the systemd manager: the amphora-netns unit
-	// is installed next to the haproxy units.
-	Systemd bool
-	// AgentArgv is how amphora-netns.service runs this agent
-	// (binary and --config-file arguments).
-	AgentArgv []string
+	// NetnsUnit is the unit creating the data-plane namespace, which the
+	// haproxy units require (netns.UnitName under systemd; "" for the
+	// built-in supervisor).
+	NetnsUnit string
 	Hooks     Hooks
 	Log       *slog.Logger
 }
@@ -228,14 +226,9 @@ func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byt
 
 func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Version) error {
 	c := m.cfg()
-	if m.opts.Systemd {
-		if err := m.installNetnsUnit(ctx); err != nil {
-			return err
-		}
-	}
 	svc, err := UnitParams{
 		LBID: lbID, Cmd: c.HAProxyCmd, Config: m.ConfigPath(lbID), UserGroup: c.UserGroupConfig,
-		PIDFile: m.pidPath(lbID), Peer: peer, Namespace: c.Namespace, Netns: NetnsUnitName, Version: v,
+		PIDFile: m.pidPath(lbID), Peer: peer, Namespace: c.Namespace, Netns: m.opts.NetnsUnit, Version: v,
 	}.Service()
 	if err != nil {
 		return err
@@ -246,20 +239,6 @@ func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Vers
 	}
 	if changed {
 		m.log.Info("haproxy service definition updated", "lb_id", lbID, "unit", svc.Name)
-	}
-	return nil
-}
-
-// installNetnsUnit writes amphora-netns.service (the service manager
-// keeps one the image or an operator provides).
-func (m *Manager) installNetnsUnit(ctx context.Context) error {
-	svc, err := NetnsService(m.cfg().Namespace, m.opts.AgentArgv)
-	if err != nil {
-		return err
-	}
-	if _, err := m.opts.Units.Install(ctx, svc); err != nil {
-		// The haproxy unit requires it: report, like a failed enable.
-		return &service.ActionError{Message: "Error installing " + NetnsUnitName + " service", Err: err}
 	}
 	return nil
 }

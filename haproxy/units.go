@@ -3,10 +3,10 @@ package haproxy
 import (
 	"bytes"
 	"fmt"
-	"strings"
 	"syscall"
 	"text/template"
 
+	"github.com/octavia-go/amphora-agent/netns"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -15,7 +15,10 @@ func UnitName(lbID string) string { return "haproxy-" + lbID }
 
 // NetnsUnitName is the service that creates the data-plane namespace and
 // restores the plugged NICs at boot.
-const NetnsUnitName = "amphora-netns"
+//
+// Deprecated: it is netns.UnitName; kept while the image tests refer to
+// it here.
+const NetnsUnitName = netns.UnitName
 
 // GeneratedMarker starts every unit file the agent writes.
 //
@@ -25,10 +28,12 @@ const GeneratedMarker = service.GeneratedMarker
 
 var haproxyUnit = template.Must(template.New("haproxy").Parse(`[Unit]
 Description=HAProxy Load Balancer
-After=network.target syslog.service {{.Netns}}.service
+After=network.target syslog.service{{if .Netns}} {{.Netns}}.service{{end}}
 Before=octavia-keepalived.service
 Wants=syslog.service
+{{- if .Netns}}
 Requires={{.Netns}}.service
+{{- end}}
 # Restart=always must never give up on a crashing haproxy
 StartLimitIntervalSec=0
 
@@ -58,34 +63,6 @@ LimitNOFILE=2600000
 WantedBy=multi-user.target
 `))
 
-var netnsUnit = template.Must(template.New("netns").Parse(`[Unit]
-Description=Configure {{.Namespace}} network namespace
-StopWhenUnneeded=true
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-
-# Create the namespace
-ExecStart=-/sbin/ip netns add {{.Namespace}}
-# Load the system sysctl into the new namespace
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl --system
-# nf_conntrack_buckets cannot be set in another namespace, its value is
-# inherited from the main namespace
-ExecStart=-/sbin/sysctl -w net.netfilter.nf_conntrack_buckets=125000
-ExecStart=-/sbin/sysctl -w net.netfilter.nf_conntrack_max=125000
-ExecStart=-/sbin/sysctl -w net.netfilter.nf_conntrack_expect_max=488
-# Kernel module for keepalived LVS listeners
-ExecStart=-/sbin/ip netns exec {{.Namespace}} modprobe ip_vs
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl -w net.ipv4.ip_forward=1
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl -w net.ipv4.vs.conntrack=1
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl -w net.ipv6.conf.all.forwarding=1
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl -w net.ipv4.vs.expire_nodest_conn=1
-ExecStart=-/sbin/ip netns exec {{.Namespace}} sysctl -w net.ipv4.vs.expire_quiescent_template=1
-# Move the plugged NICs (matched by MAC) into the namespace and configure them
-ExecStart=-{{.Agent}} interface up all
-`))
-
 // UnitParams are the values a haproxy service is rendered from.
 type UnitParams struct {
 	LBID      string
@@ -95,7 +72,7 @@ type UnitParams struct {
 	PIDFile   string
 	Peer      string
 	Namespace string
-	Netns     string // name of the namespace unit (without .service)
+	Netns     string // the unit creating the namespace, without .service ("" = none)
 	Version   Version
 }
 
@@ -121,28 +98,4 @@ func (p UnitParams) Service() (service.Service, error) {
 		PIDFile:      p.PIDFile,
 		Notify:       true,
 	}, nil
-}
-
-// NetnsService renders amphora-netns.service: create the namespace with
-// the image's sysctls and restore the plugged NICs by running this agent
-// with the configuration files it runs with (GAPS D2).
-func NetnsService(namespace string, agentArgv []string) (service.Service, error) {
-	quoted := make([]string, len(agentArgv))
-	for i, a := range agentArgv {
-		quoted[i] = systemdQuote(a)
-	}
-	var unit bytes.Buffer
-	if err := netnsUnit.Execute(&unit, struct{ Namespace, Agent string }{namespace, strings.Join(quoted, " ")}); err != nil {
-		return service.Service{}, fmt.Errorf("render netns unit: %w", err)
-	}
-	return service.Service{Name: NetnsUnitName, Unit: unit.Bytes()}, nil
-}
-
-// systemdQuote quotes an argument for an Exec line when needed.
-func systemdQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\"'\\$%;") {
-		return s
-	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `$$`, `%`, `%%`)
-	return `"` + r.Replace(s) + `"`
 }

@@ -343,7 +343,7 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sup.Close()
-	m := NewManager(Options{Config: config.NewStore(cfg), Units: sup, Systemd: true, NetnsUnit: "amphora-netns"})
+	m := NewManager(Options{Config: config.NewStore(cfg), Units: sup, NetnsUnit: "amphora-netns"})
 	svc, err := m.Service()
 	if err != nil {
 		t.Fatal(err)

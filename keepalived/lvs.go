@@ -56,13 +56,10 @@ type LVSHooks struct {
 	// EnsureNamespace makes sure the data-plane namespace exists before
 	// keepalived starts in it.
 	EnsureNamespace func(ctx context.Context) error
-	// InstallNetns installs the NetnsUnit unit the LVS units require
-	// (systemd only).
-	InstallNetns func(ctx context.Context) error
-	// Advertise sends GARP/NA for the VIPs of a configuration (its
-	// virtual_server_group addresses) after a start or restart in SINGLE
-	// topology.
-	Advertise func(ctx context.Context, config []byte)
+	// Advertise sends GARP/NA for the VIPs of a listener (the addresses
+	// of its virtual_server_group blocks) after a start or restart in
+	// SINGLE topology.
+	Advertise func(ctx context.Context, addrs []string)
 	// VRRPCheckUpdate refreshes keepalived's VRRP check scripts after an
 	// ACTIVE_STANDBY upload, action or delete.
 	VRRPCheckUpdate func(ctx context.Context)
@@ -74,11 +71,9 @@ type LVSOptions struct {
 	// Units runs the services; nil gives a read-only manager (listing,
 	// heartbeat statistics) for the operator subcommands.
 	Units service.Manager
-	// Systemd says Units is the systemd manager: the units require
-	// NetnsUnit.
-	Systemd bool
-	// NetnsUnit is the unit creating the data-plane namespace (without
-	// .service), e.g. "amphora-netns".
+	// NetnsUnit is the unit creating the data-plane namespace, which the
+	// LVS units require (netns.UnitName under systemd; "" for the
+	// built-in supervisor).
 	NetnsUnit string
 	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
 	// iproute2 binary ("/sbin/ip" when empty).
@@ -249,11 +244,6 @@ func (m *LVSManager) install(ctx context.Context, id string) error {
 	fail := func(err error) error {
 		return &service.ActionError{Message: "Error enabling octavia-keepalivedlvs service", Err: err}
 	}
-	if m.opts.Systemd && m.opts.Hooks.InstallNetns != nil {
-		if err := m.opts.Hooks.InstallNetns(ctx); err != nil {
-			return fail(err)
-		}
-	}
 	svc, err := m.Service(id)
 	if err != nil {
 		return err
@@ -271,12 +261,8 @@ func (m *LVSManager) install(ctx context.Context, id string) error {
 // Service renders a listener's service for both service managers.
 func (m *LVSManager) Service(id string) (service.Service, error) {
 	c := m.cfg()
-	netnsUnit := m.opts.NetnsUnit
-	if !m.opts.Systemd {
-		netnsUnit = ""
-	}
 	return LVSUnitParams{
-		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
+		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: m.opts.NetnsUnit,
 		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
 	}.Service()
 }
@@ -343,7 +329,7 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	m.log.Info("keepalived LVS "+action+"ed", "listener_id", id, "unit", name)
 	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
 		if data, err := os.ReadFile(m.Paths().Config(id)); err == nil {
-			m.opts.Hooks.Advertise(ctx, data)
+			m.opts.Hooks.Advertise(ctx, ParseLVSConfig(data).VIPAddresses())
 		}
 	}
 	return "keepalivedlvs listener " + id + " " + action + "ed", nil

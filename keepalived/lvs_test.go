@@ -37,7 +37,6 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
-	"github.com/octavia-go/amphora-agent/netns"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -398,7 +397,7 @@ type lvsEnv struct {
 	unitDir string
 
 	mu         sync.Mutex
-	advertised [][]byte
+	advertised [][]string
 	refreshes  int
 	ipvsadm    [][]string
 	plain      string
@@ -469,13 +468,17 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 		}
 		e.units.Close()
 	})
+	netnsUnit := ""
+	if systemd {
+		netnsUnit = "amphora-netns"
+	}
 	e.m = NewLVSManager(LVSOptions{
-		Config: e.store, Units: e.units, Systemd: systemd, NetnsUnit: "amphora-netns",
+		Config: e.store, Units: e.units, NetnsUnit: netnsUnit,
 		Cmd: keepalived, Agent: e.agent,
 		Hooks: LVSHooks{
-			Advertise: func(_ context.Context, conf []byte) {
+			Advertise: func(_ context.Context, addrs []string) {
 				e.mu.Lock()
-				e.advertised = append(e.advertised, conf)
+				e.advertised = append(e.advertised, addrs)
 				e.mu.Unlock()
 			},
 			VRRPCheckUpdate: func(ctx context.Context) {
@@ -846,7 +849,7 @@ func TestLVSSingleTopologyAdvertises(t *testing.T) {
 		t.Fatalf("advertisements after start, reload, stop: %d, want 2", len(e.advertised))
 	}
 	want := []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"}
-	if diff := cmp.Diff(want, netns.LVSVirtualServerAddresses(e.advertised[1])); diff != "" {
+	if diff := cmp.Diff(want, e.advertised[1]); diff != "" {
 		t.Errorf("advertised addresses (-want +got):\n%s", diff)
 	}
 	if e.refreshes != 0 {

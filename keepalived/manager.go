@@ -69,11 +69,9 @@ func (e *ValidationError) Unwrap() error { return e.Err }
 type Options struct {
 	Config *config.Store
 	Units  service.Manager
-	// Systemd says Units is the systemd manager: the unit requires
-	// NetnsUnit and InstallNetns is called before it is installed.
-	Systemd bool
-	// NetnsUnit is the name of the unit that creates the data-plane
-	// namespace (without .service), e.g. "amphora-netns".
+	// NetnsUnit is the unit creating the data-plane namespace, which the
+	// keepalived unit requires (netns.UnitName under systemd; "" for the
+	// built-in supervisor).
 	NetnsUnit string
 	// Cmd is the keepalived binary (DefaultCmd when empty).
 	Cmd string
@@ -90,10 +88,7 @@ type Options struct {
 	// EnsureNamespace creates the data-plane namespace before keepalived
 	// starts in it (optional).
 	EnsureNamespace func(ctx context.Context) error
-	// InstallNetns installs the NetnsUnit unit the keepalived unit
-	// requires (systemd only, optional).
-	InstallNetns func(ctx context.Context) error
-	Log          *slog.Logger
+	Log             *slog.Logger
 }
 
 // Manager owns the VRRP keepalived of the amphora. Upload and actions are
@@ -204,11 +199,6 @@ func (m *Manager) writeScripts(ctx context.Context) error {
 
 // install renders the service (every time, GAPS C1) and enables it.
 func (m *Manager) install(ctx context.Context) error {
-	if m.opts.Systemd && m.opts.InstallNetns != nil {
-		if err := m.opts.InstallNetns(ctx); err != nil {
-			return &service.ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
-		}
-	}
 	svc, err := m.Service()
 	if err != nil {
 		return err
@@ -227,12 +217,8 @@ func (m *Manager) install(ctx context.Context) error {
 // managers from the current configuration.
 func (m *Manager) Service() (service.Service, error) {
 	c := m.cfg()
-	netnsUnit := m.opts.NetnsUnit
-	if !m.opts.Systemd {
-		netnsUnit = ""
-	}
 	return UnitParams{
-		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
+		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: m.opts.NetnsUnit,
 		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
 	}.Service()
 }

@@ -1,14 +1,11 @@
 package netns
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -198,68 +195,4 @@ func unsolicitedNAFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-// HAProxyBindAddresses extracts the VIPs from an haproxy configuration the
-// way the reference does before advertising them: on every line that
-// starts (after indentation) with "bind", the space-separated tokens are
-// scanned; a token containing ':' and ',' contributes the text before its
-// last ':' (trailing commas stripped) and scanning goes on; the first
-// token containing ':' without ',' contributes likewise and ends the line.
-// IPv6 addresses come out unbracketed, as the controller writes them.
-func HAProxyBindAddresses(cfg []byte) []string {
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(cfg))
-	sc.Buffer(make([]byte, 0, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "bind") {
-			continue
-		}
-		for _, tok := range strings.Split(line, " ") {
-			if !strings.Contains(tok, ":") {
-				continue
-			}
-			if strings.Contains(tok, ",") {
-				tok = strings.TrimRight(tok, ",")
-				out = append(out, beforeLastColon(tok))
-				continue
-			}
-			out = append(out, beforeLastColon(tok))
-			break
-		}
-	}
-	return out
-}
-
-// LVSVirtualServerAddresses extracts the VIPs of a keepalived LVS
-// configuration: the first token of every line inside
-// "virtual_server_group … { … }" blocks.
-func LVSVirtualServerAddresses(cfg []byte) []string {
-	var out []string
-	in := false
-	sc := bufio.NewScanner(bytes.NewReader(cfg))
-	sc.Buffer(make([]byte, 0, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		raw := sc.Text()
-		line := strings.TrimSpace(raw)
-		switch {
-		case in && strings.HasPrefix(line, "}"):
-			in = false
-		case in:
-			if first := strings.Split(line, " ")[0]; first != "" {
-				out = append(out, first)
-			}
-		case strings.HasPrefix(raw, "virtual_server_group "):
-			in = true
-		}
-	}
-	return out
-}
-
-func beforeLastColon(s string) string {
-	if i := strings.LastIndex(s, ":"); i >= 0 {
-		return s[:i]
-	}
-	return ""
 }

@@ -46,6 +46,13 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	defer units.Close()
 	nw := network(cfgStore, log)
 	restoreNetwork(ctx, nw, log)
+	netnsUnit := ""
+	if systemd {
+		netnsUnit = netns.UnitName
+		if err := installNetnsUnit(ctx, cfg, units); err != nil {
+			return err
+		}
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	var vrrp *keepalived.Manager // built after lbs: each one calls the other
@@ -62,8 +69,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	lbs := haproxy.NewManager(haproxy.Options{
 		Config:    cfgStore,
 		Units:     units,
-		Systemd:   systemd,
-		AgentArgv: agentArgv(cfg),
+		NetnsUnit: netnsUnit,
 		Log:       log,
 		Hooks: haproxy.Hooks{
 			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
@@ -75,23 +81,17 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
 		Config:    cfgStore,
 		Units:     units,
-		Systemd:   systemd,
-		NetnsUnit: haproxy.NetnsUnitName,
+		NetnsUnit: netnsUnit,
 		Agent:     strings.TrimSuffix(agentArgv(cfg)[0], " (deleted)"),
 		Log:       log,
 		Hooks: keepalived.LVSHooks{
 			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			InstallNetns: func(ctx context.Context) error {
-				return installNetnsUnit(ctx, cfgStore.Current(), units, agentArgv(cfg))
-			},
-			Advertise: func(ctx context.Context, conf []byte) {
-				advertise(ctx, netns.LVSVirtualServerAddresses(conf))
-			},
+			Advertise:       advertise,
 			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
 		},
 	})
 	lvs.Reconcile(ctx)
-	vrrp = newVRRP(cfgStore, units, systemd, nw, lbs, agentArgv(cfg), log)
+	vrrp = newVRRP(cfgStore, units, netnsUnit, nw, lbs, agentArgv(cfg), log)
 	vrrp.SetLVS(lvs)
 	vrrp.Reconcile(ctx)
 	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs, lvs: lvs}, log)
@@ -146,6 +146,21 @@ func restoreNetwork(ctx context.Context, nw *netns.Manager, log *slog.Logger) {
 	if err != nil {
 		log.Error("interface restore failed", "err", err)
 	}
+}
+
+// installNetnsUnit writes amphora-netns.service, which the haproxy and
+// keepalived units require, once at start-up: its content depends only
+// on options that cannot change while the agent runs. The service
+// manager keeps a unit the image (or an operator) provides.
+func installNetnsUnit(ctx context.Context, cfg *config.Config, units service.Manager) error {
+	text, err := netns.Unit(cfg.Namespace, agentArgv(cfg))
+	if err == nil {
+		_, err = units.Install(ctx, service.Service{Name: netns.UnitName, Unit: text})
+	}
+	if err != nil {
+		return fmt.Errorf("%s.service: %w", netns.UnitName, err)
+	}
+	return nil
 }
 
 // serviceManager picks how haproxy and keepalived are run: systemd units

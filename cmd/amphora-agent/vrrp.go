@@ -91,20 +91,16 @@ func vrrpSockets(lbs *haproxy.Manager, units service.Manager) func(ctx context.C
 }
 
 // newVRRP builds the keepalived manager of the amphora.
-func newVRRP(store *config.Store, units service.Manager, systemd bool, nw *netns.Manager,
+func newVRRP(store *config.Store, units service.Manager, netnsUnit string, nw *netns.Manager,
 	lbs *haproxy.Manager, agentArgv []string, log *slog.Logger) *keepalived.Manager {
 	return keepalived.NewManager(keepalived.Options{
 		Config:          store,
 		Units:           units,
-		Systemd:         systemd,
-		NetnsUnit:       haproxy.NetnsUnitName,
+		NetnsUnit:       netnsUnit,
 		Agent:           strings.TrimSuffix(agentArgv[0], " (deleted)"), // replaced by an upgrade
 		Sockets:         vrrpSockets(lbs, units),
 		EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-		InstallNetns: func(ctx context.Context) error {
-			return installNetnsUnit(ctx, store.Current(), units, agentArgv)
-		},
-		Log: log,
+		Log:             log,
 	})
 }
 
@@ -116,16 +112,4 @@ func refreshVRRPCheck(ctx context.Context, vrrp *keepalived.Manager, log *slog.L
 	if err := vrrp.RefreshCheck(ctx); err != nil {
 		log.Error("keepalived haproxy check not updated", "err", err)
 	}
-}
-
-// installNetnsUnit writes amphora-netns.service, which the keepalived unit
-// requires, unless the image (or an operator) provides its own: the same
-// rule as for the haproxy units.
-func installNetnsUnit(ctx context.Context, cfg *config.Config, units service.Manager, agentArgv []string) error {
-	svc, err := haproxy.NetnsService(cfg.Namespace, agentArgv)
-	if err != nil {
-		return err
-	}
-	_, err = units.Install(ctx, svc)
-	return err
 }
