@@ -25,13 +25,11 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/keyedlock"
-	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -486,20 +484,4 @@ func (m *LVSManager) Reconcile(context.Context) {
 	if err := m.writeUDPCheck(); err != nil {
 		m.log.Warn("could not rewrite the UDP member check script", "err", err)
 	}
-}
-
-// livePID returns the pid on the first line of pidFile when it names a
-// live (not zombie) keepalived process, else 0.
-func livePID(pidFile string) int {
-	pid := procfs.ReadPID(pidFile)
-	if pid == 0 {
-		return 0
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return 0
-	}
-	if st, err := procfs.ReadStat(pid); err != nil || st.Comm != "keepalived" || st.Gone() {
-		return 0
-	}
-	return pid
 }

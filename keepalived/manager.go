@@ -122,7 +122,7 @@ func NewManager(o Options) *Manager {
 func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
 
 // Paths returns the file layout under the current base_path.
-func (m *Manager) Paths() Paths { return Paths{Dir: filepath.Join(m.cfg().BasePath, "vrrp")} }
+func (m *Manager) Paths() Paths { return VRRPPaths(m.cfg().BasePath) }
 
 // Paths is the file layout of the VRRP keepalived under one directory
 // (BASE/vrrp).
@@ -152,10 +152,7 @@ func (p Paths) HAProxyCheckScript() string {
 }
 
 // Configured reports whether a configuration was uploaded.
-func (m *Manager) Configured() bool {
-	fi, err := os.Stat(m.Paths().Config())
-	return err == nil && fi.Mode().IsRegular()
-}
+func (m *Manager) Configured() bool { return m.Paths().Configured() }
 
 // Upload validates body with `keepalived -t` and installs it as the VRRP
 // configuration, (re)writes the check scripts and installs the service.

@@ -18,6 +18,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
 // side collects the figures of one agent.
@@ -311,8 +312,8 @@ func (s lbSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, err
 }
 
 func (s lbSource) KeepalivedGate(context.Context) (bool, string) {
-	vrrp := filepath.Join(s.cfg.Current().BasePath, "vrrp")
-	return heartbeat.CheckKeepalived(filepath.Join(vrrp, "octavia-keepalived.conf"), filepath.Join(vrrp, "octavia-keepalived.pid"))
+	configured, problem := keepalived.VRRPPaths(s.cfg.Current().BasePath).Status()
+	return configured && problem != "", problem
 }
 
 func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, rounds int) error {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
@@ -33,8 +32,8 @@ func (s heartbeatSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.
 }
 
 func (s heartbeatSource) KeepalivedGate(context.Context) (bool, string) {
-	vrrp := filepath.Join(s.cfg.Current().BasePath, "vrrp")
-	return heartbeat.CheckKeepalived(filepath.Join(vrrp, "octavia-keepalived.conf"), filepath.Join(vrrp, "octavia-keepalived.pid"))
+	configured, problem := keepalived.VRRPPaths(s.cfg.Current().BasePath).Status()
+	return configured && problem != "", problem
 }
 
 // runHeartbeat is the operator's view of the heartbeat:

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -78,11 +77,12 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 
 	section("VRRP")
 	src := heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}
-	if _, err := os.Stat(filepath.Join(cfg.BasePath, "vrrp", "octavia-keepalived.conf")); err != nil {
+	switch configured, problem := keepalived.VRRPPaths(cfg.BasePath).Status(); {
+	case !configured:
 		fmt.Fprintln(w, "not configured")
-	} else if skip, reason := src.KeepalivedGate(ctx); skip {
-		fmt.Fprintf(w, "keepalived NOT running: %s (heartbeats are suppressed)\n", reason)
-	} else {
+	case problem != "":
+		fmt.Fprintf(w, "keepalived NOT running: %s (heartbeats are suppressed)\n", problem)
+	default:
 		fmt.Fprintln(w, "keepalived running")
 	}
 

@@ -101,6 +101,16 @@ func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string
 	}
 }
 
+// ReadFile returns the content of a file (a log, typically) for a test
+// message, or the error reading it.
+func ReadFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
 // SyncBuffer is a bytes.Buffer a process (or another goroutine) writes
 // while the test reads it.
 type SyncBuffer struct {
