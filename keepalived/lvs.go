@@ -26,7 +26,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/keyedlock"
@@ -48,24 +47,20 @@ var (
 	ErrBadID = errors.New("invalid id")
 )
 
-// LVSHooks connect the LVS listeners to the other components. Every hook
-// is optional.
-type LVSHooks struct {
-	// EnsureNamespace makes sure the data-plane namespace exists before
-	// keepalived starts in it.
-	EnsureNamespace func(ctx context.Context) error
-	// Advertise sends GARP/NA for the VIPs of a listener (the addresses
-	// of its virtual_server_group blocks) after a start or restart in
-	// SINGLE topology.
-	Advertise func(ctx context.Context, addrs []string)
-	// VRRPCheckUpdate refreshes keepalived's VRRP check scripts after an
-	// ACTIVE_STANDBY upload, action or delete.
-	VRRPCheckUpdate func(ctx context.Context)
-}
-
-// LVSOptions configure an LVSManager.
+// LVSOptions configure an LVSManager. The plain fields do not change
+// while the agent runs; Topology is read at every change.
 type LVSOptions struct {
-	Config *config.Store
+	// BasePath is [haproxy_amphora] base_path: the listeners' files live
+	// in BASE/lvs (LVSPathsUnder).
+	BasePath string
+	// Namespace is the data-plane namespace keepalived runs in.
+	Namespace string
+	// LogFacility is keepalived's syslog LOG_LOCAL<n>
+	// ([amphora_agent] administrative_log_facility).
+	LogFacility int
+	// Topology returns [controller_worker] loadbalancer_topology (SINGLE
+	// or ACTIVE_STANDBY), which PUT /1.0/config may change; nil: SINGLE.
+	Topology func() string
 	// Units runs the services; nil gives a read-only manager (listing,
 	// heartbeat statistics) for the operator subcommands.
 	Units service.Manager
@@ -79,7 +74,14 @@ type LVSOptions struct {
 	// Agent is the absolute path of the amphora-agent binary:
 	// check/udp_check.sh runs "Agent health-check udp <ip> <port>".
 	Agent string
-	Hooks LVSHooks
+	// VRRP is refreshed after an ACTIVE_STANDBY upload, action or delete
+	// (the VRRP check covers the LVS listeners); optional.
+	VRRP VRRPCheck
+	// Netns creates the namespace before keepalived starts (optional).
+	Netns Namespace
+	// Advertiser announces a listener's VIPs after a start or restart in
+	// SINGLE topology (optional).
+	Advertiser Advertiser
 	// Run runs ipvsadm for the heartbeat statistics (execx.Run when nil).
 	Run func(ctx context.Context, argv ...string) ([]byte, error)
 	// KernelTable returns the IPVS table (/proc/net/ip_vs) of the network
@@ -124,13 +126,33 @@ func NewLVSManager(o LVSOptions) *LVSManager {
 	return &LVSManager{opts: o, log: log, conds: map[string]string{}}
 }
 
-func (m *LVSManager) cfg() *config.Config { return m.opts.Config.Current() }
+// topologyActiveStandby is the ACTIVE_STANDBY value of LVSOptions.Topology.
+const topologyActiveStandby = "ACTIVE_STANDBY"
 
 // LVSPaths is the file layout of the LVS listeners (BASE/lvs).
 type LVSPaths struct{ Dir string }
 
-// Paths returns the layout under the current base_path.
-func (m *LVSManager) Paths() LVSPaths { return LVSPaths{Dir: filepath.Join(m.cfg().BasePath, "lvs")} }
+// LVSPathsUnder returns the layout of the LVS listeners under base_path:
+// BASE/lvs.
+func LVSPathsUnder(basePath string) LVSPaths { return LVSPaths{Dir: filepath.Join(basePath, "lvs")} }
+
+// Paths returns the file layout.
+func (m *LVSManager) Paths() LVSPaths { return LVSPathsUnder(m.opts.BasePath) }
+
+func (m *LVSManager) activeStandby() bool {
+	return m.opts.Topology != nil && m.opts.Topology() == topologyActiveStandby
+}
+
+// refreshVRRPCheck tells the VRRP check that the listeners that should
+// run may have changed (ACTIVE_STANDBY).
+func (m *LVSManager) refreshVRRPCheck(ctx context.Context) {
+	if m.opts.VRRP == nil {
+		return
+	}
+	if err := m.opts.VRRP.RefreshCheck(ctx); err != nil {
+		m.log.Error("keepalived haproxy check not updated", "err", err)
+	}
+}
 
 func (p LVSPaths) base(id string) string { return filepath.Join(p.Dir, LVSServicePrefix+id) }
 
@@ -162,8 +184,11 @@ func (m *LVSManager) Exists(id string) bool {
 }
 
 // List returns the ids of the configured LVS listeners, sorted.
-func (m *LVSManager) List() []string {
-	entries, err := os.ReadDir(m.Paths().Dir)
+func (m *LVSManager) List() []string { return m.Paths().List() }
+
+// List returns the ids of the listeners configured in the layout, sorted.
+func (p LVSPaths) List() []string {
+	entries, err := os.ReadDir(p.Dir)
 	if err != nil {
 		return nil
 	}
@@ -230,8 +255,8 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 	if err := m.install(ctx, id); err != nil {
 		return "", err
 	}
-	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	if m.activeStandby() {
+		m.refreshVRRPCheck(ctx)
 	}
 	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", len(body), "md5", sum)
 	return sum, nil
@@ -258,10 +283,9 @@ func (m *LVSManager) install(ctx context.Context, id string) error {
 
 // Service renders a listener's service for both service managers.
 func (m *LVSManager) Service(id string) (service.Service, error) {
-	c := m.cfg()
 	return LVSUnitParams{
-		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: m.opts.NetnsUnit,
-		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: m.opts.Namespace, Netns: m.opts.NetnsUnit,
+		LogFacility: m.opts.LogFacility, Paths: m.Paths(),
 	}.Service()
 }
 
@@ -315,19 +339,19 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	if !m.Exists(id) {
 		return "", ErrListenerNotFound
 	}
-	c := m.cfg()
+	activeStandby := m.activeStandby()
 	name := LVSServiceName(id)
 	err := m.act(ctx, id, action)
-	if c.ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	if activeStandby {
+		m.refreshVRRPCheck(ctx)
 	}
 	if err != nil {
 		return "", &service.ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
 	}
 	m.log.Info("keepalived LVS "+action+"ed", "listener_id", id, "unit", name)
-	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
+	if action != "stop" && !activeStandby && m.opts.Advertiser != nil {
 		if data, err := os.ReadFile(m.Paths().Config(id)); err == nil {
-			m.opts.Hooks.Advertise(ctx, ParseLVSConfig(data).VIPAddresses())
+			m.opts.Advertiser.Announce(ParseLVSConfig(data).VIPAddresses())
 		}
 	}
 	return "keepalivedlvs listener " + id + " " + action + "ed", nil
@@ -341,8 +365,8 @@ func (m *LVSManager) act(ctx context.Context, id, action string) error {
 		}
 		return nil
 	}
-	if m.opts.Hooks.EnsureNamespace != nil {
-		if err := m.opts.Hooks.EnsureNamespace(ctx); err != nil {
+	if m.opts.Netns != nil {
+		if err := m.opts.Netns.EnsureNamespace(); err != nil {
 			return err
 		}
 	}
@@ -416,8 +440,8 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
+	if m.activeStandby() {
+		m.refreshVRRPCheck(ctx)
 	}
 	m.log.Info("LVS listener deleted", "listener_id", id)
 	return nil

@@ -34,7 +34,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/octavia-go/amphora-agent/service"
@@ -182,9 +181,7 @@ func TestValidateRenderedLVSConfigs(t *testing.T) {
 	testutil.RequireBinary(t, DefaultCmd)
 	testutil.RequireLVSRenderer(t)
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = dir
-	m := NewLVSManager(LVSOptions{Config: config.NewStore(cfg)})
+	m := NewLVSManager(LVSOptions{BasePath: dir, Namespace: "amphora-haproxy"})
 	s := newLVSSpec()
 	variants := map[string]func(spec map[string]any){
 		"dual stack UDP-CONNECT": nil,
@@ -387,8 +384,7 @@ type lvsEnv struct {
 	t     *testing.T
 	dir   string
 	ns    *testutil.NetNS
-	cfg   *config.Config
-	store *config.Store
+	base  string // base_path
 	units service.Manager
 	m     *LVSManager
 	vrrp  *Manager
@@ -415,12 +411,7 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 	dir := testutil.ShortDir(t, "lvs")
 	e.dir = dir
 	e.ns = testutil.NewNetNS(t, "lvs-dp")
-	e.cfg = config.Defaults()
-	e.cfg.BasePath = filepath.Join(dir, "lib")
-	e.cfg.Namespace = e.ns.Name
-	e.cfg.AdministrativeLogFacility = 2
-	e.cfg.LoadBalancerTopology = topology
-	e.store = config.NewStore(e.cfg)
+	e.base = filepath.Join(dir, "lib")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	systemd := manager == "systemd"
@@ -472,24 +463,11 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 	if systemd {
 		netnsUnit = "amphora-netns"
 	}
+	e.vrrp = NewManager(Options{BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Units: e.units, Agent: e.agent})
 	e.m = NewLVSManager(LVSOptions{
-		Config: e.store, Units: e.units, NetnsUnit: netnsUnit,
-		Cmd: keepalived, Agent: e.agent,
-		Hooks: LVSHooks{
-			Advertise: func(_ context.Context, addrs []string) {
-				e.mu.Lock()
-				e.advertised = append(e.advertised, addrs)
-				e.mu.Unlock()
-			},
-			VRRPCheckUpdate: func(ctx context.Context) {
-				e.mu.Lock()
-				e.refreshes++
-				e.mu.Unlock()
-				if err := e.vrrp.RefreshCheck(ctx); err != nil {
-					t.Errorf("RefreshCheck: %v", err)
-				}
-			},
-		},
+		BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Topology: func() string { return topology },
+		Units: e.units, NetnsUnit: netnsUnit, Cmd: keepalived, Agent: e.agent,
+		VRRP: lvsEnvVRRP{e}, Advertiser: lvsEnvAdvertiser{e},
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -514,9 +492,26 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 			return []byte(e.kernel), nil
 		},
 	})
-	e.vrrp = NewManager(Options{Config: e.store, Units: e.units, Agent: e.agent})
-	e.vrrp.SetLVS(e.m)
 	return e
+}
+
+// lvsEnvVRRP counts the refreshes of the VRRP check, then does it.
+type lvsEnvVRRP struct{ e *lvsEnv }
+
+func (v lvsEnvVRRP) RefreshCheck(ctx context.Context) error {
+	v.e.mu.Lock()
+	v.e.refreshes++
+	v.e.mu.Unlock()
+	return v.e.vrrp.RefreshCheck(ctx)
+}
+
+// lvsEnvAdvertiser records the announcements.
+type lvsEnvAdvertiser struct{ e *lvsEnv }
+
+func (a lvsEnvAdvertiser) Announce(addrs []string) {
+	a.e.mu.Lock()
+	defer a.e.mu.Unlock()
+	a.e.advertised = append(a.e.advertised, addrs)
 }
 
 func (e *lvsEnv) ctx() context.Context {
@@ -596,12 +591,12 @@ func TestLVSLifecycleSystemd(t *testing.T) {
 // keepalived, see fakeKeepalived) in ACTIVE_STANDBY: files, service,
 // actions, statuses, the VRRP check scripts, the heartbeat data, delete.
 func testLVSLifecycle(t *testing.T, manager string) {
-	e := newLVSEnv(t, manager, fakeKeepalivedPath(t), config.TopologyActiveStandby)
+	e := newLVSEnv(t, manager, fakeKeepalivedPath(t), "ACTIVE_STANDBY")
 	ctx := e.ctx()
 	p := e.m.Paths()
 	vp := e.vrrp.Paths()
 	s := newLVSSpec()
-	conf := renderLVS(t, s.render(e.cfg.BasePath, nil))
+	conf := renderLVS(t, s.render(e.base, nil))
 	id := s.listener
 
 	if _, err := e.m.Config(id); !errors.Is(err, ErrListenerNotFound) {
@@ -771,7 +766,7 @@ func testLVSLifecycle(t *testing.T, manager string) {
 
 	// a second listener without pool runs next to it; then delete both
 	bare := newLVSSpec()
-	bareConf := renderLVS(t, bare.render(e.cfg.BasePath, func(spec map[string]any) { listenerOf(spec)["pool"] = nil }))
+	bareConf := renderLVS(t, bare.render(e.base, func(spec map[string]any) { listenerOf(spec)["pool"] = nil }))
 	e.upload(bare.listener, bareConf)
 	if _, err := e.m.Action(ctx, bare.listener, "start"); err != nil {
 		t.Fatal(err)
@@ -833,10 +828,10 @@ func testLVSLifecycle(t *testing.T, manager string) {
 // SINGLE topology: a start or restart advertises the VIPs of the
 // virtual_server_group blocks; the VRRP check scripts are left alone.
 func TestLVSSingleTopologyAdvertises(t *testing.T) {
-	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), config.TopologySingle)
+	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), "SINGLE")
 	ctx := e.ctx()
 	s := newLVSSpec()
-	conf := renderLVS(t, s.render(e.cfg.BasePath, nil))
+	conf := renderLVS(t, s.render(e.base, nil))
 	e.upload(s.listener, conf)
 	for _, a := range []string{"start", "reload", "stop"} {
 		if _, err := e.m.Action(ctx, s.listener, a); err != nil {
@@ -863,7 +858,7 @@ func TestLVSSingleTopologyAdvertises(t *testing.T) {
 // Uploads: ids must be UUIDs; a configuration keepalived refuses leaves
 // the installed one (and the service) untouched.
 func TestLVSUploadRefused(t *testing.T) {
-	e := newLVSEnv(t, "builtin", DefaultCmd, config.TopologySingle)
+	e := newLVSEnv(t, "builtin", DefaultCmd, "SINGLE")
 	ctx := e.ctx()
 	id := testutil.NewUUID()
 	for _, ids := range [][2]string{{"x", id}, {testutil.DefaultAmphoraID, "../../etc"}} {
@@ -871,7 +866,7 @@ func TestLVSUploadRefused(t *testing.T) {
 			t.Errorf("upload %v: %v", ids, err)
 		}
 	}
-	good := renderLVS(t, newLVSSpec().render(e.cfg.BasePath, nil))
+	good := renderLVS(t, newLVSSpec().render(e.base, nil))
 	e.upload(id, good)
 	var ve *ValidationError
 	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, []byte("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
@@ -899,11 +894,11 @@ func TestLVSUploadRefused(t *testing.T) {
 // cannot (no IPVS), and the service manager's report comes back as the
 // action's failure.
 func TestLVSRealKeepalived(t *testing.T) {
-	e := newLVSEnv(t, "builtin", DefaultCmd, config.TopologySingle)
+	e := newLVSEnv(t, "builtin", DefaultCmd, "SINGLE")
 	ctx := e.ctx()
 	p := e.m.Paths()
 	bare := newLVSSpec()
-	e.upload(bare.listener, renderLVS(t, bare.render(e.cfg.BasePath, func(spec map[string]any) { listenerOf(spec)["pool"] = nil })))
+	e.upload(bare.listener, renderLVS(t, bare.render(e.base, func(spec map[string]any) { listenerOf(spec)["pool"] = nil })))
 	if _, err := e.m.Action(ctx, bare.listener, "reload"); err != nil {
 		t.Fatalf("start keepalived without virtual server: %v", err)
 	}
@@ -941,7 +936,7 @@ func TestLVSRealKeepalived(t *testing.T) {
 	e.mu.Unlock()
 
 	s := newLVSSpec()
-	e.upload(s.listener, renderLVS(t, s.render(e.cfg.BasePath, nil)))
+	e.upload(s.listener, renderLVS(t, s.render(e.base, nil)))
 	_, err = e.m.Action(ctx, s.listener, "reload")
 	var ae *service.ActionError
 	if !errors.As(err, &ae) || ae.Message != "Failed to restart keepalivedlvs listener "+s.listener {
@@ -1001,7 +996,7 @@ func TestCheckLVS(t *testing.T) {
 // With LVS listeners governing (no load balancer), an agent restart must
 // not bring back the failing haproxy check.
 func TestVRRPReconcileKeepsLVSDecision(t *testing.T) {
-	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), config.TopologyActiveStandby)
+	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), "ACTIVE_STANDBY")
 	ctx := e.ctx()
 	vp := e.vrrp.Paths()
 	if err := os.MkdirAll(vp.Dir, 0o755); err != nil {
@@ -1011,7 +1006,7 @@ func TestVRRPReconcileKeepsLVSDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newLVSSpec()
-	e.upload(s.listener, renderLVS(t, s.render(e.cfg.BasePath, nil)))
+	e.upload(s.listener, renderLVS(t, s.render(e.base, nil)))
 	if _, err := e.m.Action(ctx, s.listener, "start"); err != nil {
 		t.Fatal(err)
 	}

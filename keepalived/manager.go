@@ -28,9 +28,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/service"
 )
@@ -65,10 +63,46 @@ func (e *ValidationError) Error() string {
 
 func (e *ValidationError) Unwrap() error { return e.Err }
 
-// Options configure a Manager.
+// Namespace is the data-plane network namespace keepalived runs in
+// (*netns.Manager).
+type Namespace interface {
+	// EnsureNamespace creates the namespace, if needed, before
+	// keepalived starts in it.
+	EnsureNamespace() error
+}
+
+// Advertiser announces addresses an LVS listener starts serving
+// (GARP/NA), in the background (*netns.Announcer).
+type Advertiser interface {
+	Announce(addrs []string)
+}
+
+// LoadBalancers is what the VRRP check needs of the haproxy side
+// (*haproxy.Inventory).
+type LoadBalancers interface {
+	// CheckSockets returns the stats sockets of the haproxy instances
+	// that must answer for this amphora to hold the VIP.
+	CheckSockets(ctx context.Context) []string
+}
+
+// VRRPCheck is the VRRP check the LVS listeners are part of (*Manager).
+type VRRPCheck interface {
+	RefreshCheck(ctx context.Context) error
+}
+
+// Options configure a Manager. They do not change while the agent runs.
 type Options struct {
-	Config *config.Store
-	Units  service.Manager
+	// BasePath is [haproxy_amphora] base_path: the VRRP files live in
+	// BASE/vrrp (VRRPPaths), the LVS listeners its check covers in
+	// BASE/lvs.
+	BasePath string
+	// Namespace is the data-plane namespace keepalived runs in.
+	Namespace string
+	// LogFacility is keepalived's syslog LOG_LOCAL<n>
+	// ([amphora_agent] administrative_log_facility).
+	LogFacility int
+	// Units runs the service.
+	Units service.Manager
 	// NetnsUnit is the unit creating the data-plane namespace, which the
 	// keepalived unit requires (netns.UnitName under systemd; "" for the
 	// built-in supervisor).
@@ -81,14 +115,12 @@ type Options struct {
 	// Agent is the absolute path of the amphora-agent binary; the haproxy
 	// check script runs "Agent vrrp-check <sockets>".
 	Agent string
-	// Sockets returns the haproxy stats sockets the VRRP check must
-	// find answering: the load balancers that are configured and not
-	// stopped on purpose.
-	Sockets func(ctx context.Context) []string
-	// EnsureNamespace creates the data-plane namespace before keepalived
-	// starts in it (optional).
-	EnsureNamespace func(ctx context.Context) error
-	Log             *slog.Logger
+	// LoadBalancers tells which haproxy instances the check covers
+	// (none when nil).
+	LoadBalancers LoadBalancers
+	// Netns creates the namespace before keepalived starts (optional).
+	Netns Namespace
+	Log   *slog.Logger
 }
 
 // Manager owns the VRRP keepalived of the amphora. Upload and actions are
@@ -100,8 +132,6 @@ type Manager struct {
 
 	mu      sync.Mutex // serializes Upload and Action
 	checkMu sync.Mutex // serializes writes of the check scripts
-
-	lvs atomic.Pointer[LVSManager] // the LVS listeners the checks cover (SetLVS)
 }
 
 // NewManager returns a Manager.
@@ -119,10 +149,8 @@ func NewManager(o Options) *Manager {
 	return &Manager{opts: o, log: log}
 }
 
-func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
-
-// Paths returns the file layout under the current base_path.
-func (m *Manager) Paths() Paths { return VRRPPaths(m.cfg().BasePath) }
+// Paths returns the file layout.
+func (m *Manager) Paths() Paths { return VRRPPaths(m.opts.BasePath) }
 
 // Paths is the file layout of the VRRP keepalived under one directory
 // (BASE/vrrp).
@@ -213,10 +241,9 @@ func (m *Manager) install(ctx context.Context) error {
 // Service renders the octavia-keepalived service for both service
 // managers from the current configuration.
 func (m *Manager) Service() (service.Service, error) {
-	c := m.cfg()
 	return UnitParams{
-		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: m.opts.NetnsUnit,
-		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: m.opts.Namespace, Netns: m.opts.NetnsUnit,
+		LogFacility: m.opts.LogFacility, Paths: m.Paths(),
 	}.Service()
 }
 
@@ -262,8 +289,8 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	fail := func(err error) (string, error) {
 		return "", &service.ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: err}
 	}
-	if m.opts.EnsureNamespace != nil {
-		if err := m.opts.EnsureNamespace(ctx); err != nil {
+	if m.opts.Netns != nil {
+		if err := m.opts.Netns.EnsureNamespace(); err != nil {
 			return fail(err)
 		}
 	}

@@ -53,16 +53,16 @@ func agentCheck(what, agent, subcommand string, args []string) []byte {
 // RefreshCheck rewrites the haproxy check with the current stats sockets
 // (the reference's vrrp_check_script_update). The load-balancer life
 // cycle calls it after an ACTIVE_STANDBY start, stop, reload or delete;
-// which sockets count is the Sockets option's decision, so a stop of an
-// unknown load balancer changes nothing (GAPS C5). With LVS listeners
-// (SetLVS) it also maintains lvs_udp_check.sh.
+// which sockets count is the LoadBalancers' decision, so a stop of an
+// unknown load balancer changes nothing (GAPS C5). While LVS listeners
+// are configured it also maintains lvs_udp_check.sh.
 func (m *Manager) RefreshCheck(ctx context.Context) error {
 	if m.opts.Agent == "" {
 		return fmt.Errorf("keepalived: the agent binary path for the haproxy check is not set")
 	}
 	var sockets []string
-	if m.opts.Sockets != nil {
-		sockets = m.opts.Sockets(ctx)
+	if m.opts.LoadBalancers != nil {
+		sockets = m.opts.LoadBalancers.CheckSockets(ctx)
 	}
 	lvsConfigured, lvsPIDs := m.lvsCheckState(ctx)
 	m.checkMu.Lock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -196,3 +197,34 @@ func unsolicitedNAFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// Announcer advertises the addresses a service starts serving, in the
+// background: the GARP/NA repeats take a moment and the API answers a
+// start without waiting for them. Each batch is bounded in time and
+// ends with the context the Announcer was made with; failures are
+// logged at debug level (the peer learns the address from traffic too).
+type Announcer struct {
+	m       *Manager
+	ctx     context.Context
+	timeout time.Duration
+	wg      sync.WaitGroup
+}
+
+// Announcer returns an Announcer whose advertisements end with ctx.
+func (m *Manager) Announcer(ctx context.Context) *Announcer {
+	return &Announcer{m: m, ctx: ctx, timeout: 10 * time.Second}
+}
+
+// Announce advertises each distinct address of addrs, in the background.
+func (a *Announcer) Announce(addrs []string) {
+	a.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
+		defer cancel()
+		if err := a.m.AdvertiseAll(ctx, addrs); err != nil {
+			a.m.log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
+		}
+	})
+}
+
+// Wait waits for the advertisements in flight.
+func (a *Announcer) Wait() { a.wg.Wait() }

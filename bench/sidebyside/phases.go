@@ -300,7 +300,7 @@ func scaleReference(ctx context.Context, p *scalePoint, repo, base, amphoraID, k
 // configuration) and the stats socket its configuration declares.
 type lbSource struct {
 	cfg *config.Store
-	lbs *haproxy.Manager
+	lbs *haproxy.Inventory
 }
 
 func (s lbSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
@@ -323,7 +323,7 @@ func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, 
 	c.HeartbeatKey, c.HeartbeatKeySet = key, true
 	store := config.NewStore(c)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	lbs := haproxy.NewInventory(base, nil, log)
 	s := heartbeat.New(store, lbSource{cfg: store, lbs: lbs}, log)
 
 	js, err := s.Build(ctx)

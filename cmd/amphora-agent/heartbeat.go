@@ -18,7 +18,7 @@ import (
 // haproxy runs (as the service manager sees it) and the keepalived gate.
 type heartbeatSource struct {
 	cfg *config.Store
-	lbs *haproxy.Manager
+	lbs *haproxy.Inventory
 	lvs *keepalived.LVSManager // UDP/SCTP listeners (ExtraStats); may be nil
 }
 
@@ -54,8 +54,7 @@ func runHeartbeat(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	store := config.NewStore(cfg)
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
-	src := heartbeatSource{cfg: store, lbs: lbs, lvs: keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})}
+	src := heartbeatSource{cfg: store, lbs: haproxy.NewInventory(cfg.BasePath, nil, log), lvs: keepalived.NewLVSManager(lvsOptions(cfg, log))}
 	if skip, reason := src.KeepalivedGate(ctx); skip {
 		fmt.Fprintf(g.stderr, "note: the agent is not sending heartbeats now: %s\n", reason)
 	}

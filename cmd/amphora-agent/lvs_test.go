@@ -390,7 +390,8 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		"  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\nUDP  C633640A:0035 wrr\n" +
 		"  -> 0A000005:14E9      Masq    1      4          0\n"
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
-		Config: store,
+		BasePath:  cfg.BasePath,
+		Namespace: cfg.Namespace,
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -408,7 +409,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		KernelTable: func(int) ([]byte, error) { return []byte(kernel), nil },
 	})
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
 	sender := heartbeat.New(store, heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -666,9 +667,7 @@ func TestHealthCheckUDP(t *testing.T) {
 	}
 	// the script the controller's UDP-CONNECT MISC_CHECK runs
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = dir
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: config.NewStore(cfg), Agent: testutil.Binary(t)})
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{BasePath: dir, Agent: testutil.Binary(t)})
 	lvs.Reconcile(context.Background()) // nothing configured: nothing written
 	if _, err := os.Stat(lvs.Paths().UDPCheckScript()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("udp_check.sh written without listeners: %v", err)

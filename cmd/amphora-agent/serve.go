@@ -6,10 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -17,10 +14,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/certs"
-	"github.com/octavia-go/amphora-agent/haproxy"
-	"github.com/octavia-go/amphora-agent/keepalived"
 	"github.com/octavia-go/amphora-agent/netns"
-	"github.com/octavia-go/amphora-agent/service"
 )
 
 func runServe(ctx context.Context, g *globals, args []string) error {
@@ -53,63 +47,27 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 			return err
 		}
 	}
+	announcer := nw.Announcer(ctx)
+	defer announcer.Wait()
+	dp := newDataPlane(ctx, cfg, cfgStore, units, netnsUnit, nw, announcer, log)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var vrrp *keepalived.Manager // built after lbs: each one calls the other
-	advertise := func(_ context.Context, addrs []string) {
-		// GARP/NA repeats take a moment; the API answers without waiting.
-		wg.Go(func() {
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := nw.AdvertiseAll(actx, addrs); err != nil {
-				log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
-			}
-		})
-	}
-	lbs := haproxy.NewManager(haproxy.Options{
-		Config:    cfgStore,
-		Units:     units,
-		NetnsUnit: netnsUnit,
-		Log:       log,
-		Hooks: haproxy.Hooks{
-			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			Advertise:       advertise,
-			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
-		},
-	})
-	lbs.Reconcile(ctx)
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
-		Config:    cfgStore,
-		Units:     units,
-		NetnsUnit: netnsUnit,
-		Agent:     strings.TrimSuffix(agentArgv(cfg)[0], " (deleted)"),
-		Log:       log,
-		Hooks: keepalived.LVSHooks{
-			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			Advertise:       advertise,
-			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
-		},
-	})
-	lvs.Reconcile(ctx)
-	vrrp = newVRRP(cfgStore, units, netnsUnit, nw, lbs, agentArgv(cfg), log)
-	vrrp.SetLVS(lvs)
-	vrrp.Reconcile(ctx)
-	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs, lvs: lvs}, log)
+	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: dp.lbs.Inventory, lvs: dp.lvs}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	wg.Go(func() { hb.Run(hbCtx) })
 	info := agent.NewInfo(cfgStore)
-	info.Inventory = lbs
-	info.LVS = lvs
+	info.Inventory = dp.lbs
+	info.LVS = dp.lvs
 	srv := agent.New(agent.Deps{
 		Config:  cfgStore,
 		Certs:   store,
 		Log:     log,
 		Info:    info,
-		LBs:     lbs,
+		LBs:     dp.lbs,
 		Net:     nw,
-		VRRP:    vrrp,
-		LVS:     lvs,
+		VRRP:    dp.vrrp,
+		LVS:     dp.lvs,
 		Version: version,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())
@@ -146,56 +104,4 @@ func restoreNetwork(ctx context.Context, nw *netns.Manager, log *slog.Logger) {
 	if err != nil {
 		log.Error("interface restore failed", "err", err)
 	}
-}
-
-// installNetnsUnit writes amphora-netns.service, which the haproxy and
-// keepalived units require, once at start-up: its content depends only
-// on options that cannot change while the agent runs. The service
-// manager keeps a unit the image (or an operator) provides.
-func installNetnsUnit(ctx context.Context, cfg *config.Config, units service.Manager) error {
-	text, err := netns.Unit(cfg.Namespace, agentArgv(cfg))
-	if err == nil {
-		_, err = units.Install(ctx, service.Service{Name: netns.UnitName, Unit: text})
-	}
-	if err != nil {
-		return fmt.Errorf("%s.service: %w", netns.UnitName, err)
-	}
-	return nil
-}
-
-// serviceManager picks how haproxy and keepalived are run: systemd units
-// when systemd is the system manager (or when configured), else the
-// agent's own supervisor.
-func serviceManager(ctx context.Context, cfg *config.Config, log *slog.Logger) (service.Manager, bool, error) {
-	useSystemd := cfg.ServiceManager == config.ServiceManagerSystemd ||
-		cfg.ServiceManager == config.ServiceManagerAuto && service.Booted()
-	if useSystemd {
-		m, err := service.NewSystemd(ctx, service.SystemdOptions{UnitDir: cfg.SystemdUnitDir, Logger: log})
-		if err != nil {
-			return nil, false, fmt.Errorf("[amphora_agent] service_manager=%s: %w", cfg.ServiceManager, err)
-		}
-		return m, true, nil
-	}
-	m, err := service.NewSupervisor(service.SupervisorOptions{StateDir: filepath.Join(cfg.BasePath, "supervisor"), Logger: log})
-	if err != nil {
-		return nil, false, err
-	}
-	return m, false, nil
-}
-
-// agentArgv is how units run this agent again (amphora-netns.service):
-// the same binary with the same configuration files.
-func agentArgv(cfg *config.Config) []string {
-	self, err := os.Executable()
-	if err != nil {
-		self = "/usr/local/bin/amphora-agent"
-	}
-	argv := []string{self}
-	for _, f := range cfg.Files {
-		if abs, err := filepath.Abs(f); err == nil {
-			f = abs
-		}
-		argv = append(argv, "--config-file", f)
-	}
-	return argv
 }

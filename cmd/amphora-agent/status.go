@@ -56,7 +56,7 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	tw.Flush()
 
 	section("Load balancers")
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
 	ids := lbs.List()
 	if len(ids) == 0 {
 		fmt.Fprintln(w, "none configured")
@@ -66,7 +66,7 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	}
 
 	section("UDP/SCTP listeners (keepalived LVS)")
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})
+	lvs := keepalived.NewLVSManager(lvsOptions(cfg, log))
 	lvsList := lvs.Listeners(ctx)
 	if len(lvsList) == 0 {
 		fmt.Fprintln(w, "none configured")
@@ -134,7 +134,7 @@ func certSummary(path string) string {
 	}
 }
 
-func printLB(ctx context.Context, w io.Writer, lbs *haproxy.Manager, id string) {
+func printLB(ctx context.Context, w io.Writer, lbs *haproxy.Inventory, id string) {
 	state := "stopped"
 	if lbs.Running(ctx, id) {
 		state = "running"
