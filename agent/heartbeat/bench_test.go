@@ -30,7 +30,7 @@ func benchmarkBuild(b *testing.B, listeners, members int) {
 	writeFile(b, f.cfgPath, scaleLBConfig(dir, listeners, members))
 	f.start(b)
 
-	src := &testSource{lbs: []LB{{ID: lbID, StatsSocket: f.sock}}}
+	src := &testSource{lbs: []testLB{{ID: lbID, StatsSocket: f.sock}}}
 	s, _, _ := newSender(b, newConfig(testutil.ShortDir(b, "hb"), "bench-key", "127.0.0.1:9"), src)
 	ctx := context.Background()
 	js, err := s.Build(ctx)

@@ -21,6 +21,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
+	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
 // ---- Octavia's decoder ----------------------------------------------------
@@ -247,28 +248,53 @@ func (f *lbFixture) waitStot(t testing.TB, listener string, want int64) haproxy.
 
 // ---- agent side ----------------------------------------------------------------
 
-// testSource is the agent's side of the seam: which load balancers run and
-// whether keepalived gates heartbeats. The data behind it (haproxy) is real.
+// testLB is a load balancer the test source reports running.
+type testLB struct{ ID, StatsSocket string }
+
+// testSource is the agent's side of the seam: which load balancers run,
+// what the LVS listeners report and whether keepalived gates heartbeats.
+// The data behind the load balancers (haproxy) is real.
 type testSource struct {
 	mu       sync.Mutex // guards the following
-	lbs      []LB
-	lbErr    error
+	lbs      []testLB
 	skip     bool
 	reason   string
-	extra    *haproxy.StatsReport
+	lvs      bool // report LVS listeners (extra, extraErr)
+	extra    *keepalived.LVSReport
 	extraErr error
 }
 
-func (s *testSource) RunningLoadBalancers(context.Context) ([]LB, error) {
+func (s *testSource) RunningLoadBalancers(context.Context) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]LB(nil), s.lbs...), s.lbErr
+	var out []string
+	for _, lb := range s.lbs {
+		out = append(out, lb.ID)
+	}
+	return out
 }
 
-func (s *testSource) KeepalivedGate(context.Context) (bool, string) {
+func (s *testSource) SocketPath(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, lb := range s.lbs {
+		if lb.ID == id {
+			return lb.StatsSocket
+		}
+	}
+	return ""
+}
+
+func (s *testSource) Status() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.skip, s.reason
+}
+
+func (s *testSource) Stats(context.Context) (*keepalived.LVSReport, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.extra, s.extraErr
 }
 
 func (s *testSource) set(f func(s *testSource)) {
@@ -277,13 +303,13 @@ func (s *testSource) set(f func(s *testSource)) {
 	f(s)
 }
 
-// extraSource adds the LVS hook to testSource.
-type extraSource struct{ *testSource }
-
-func (s extraSource) ExtraStats(context.Context) (*haproxy.StatsReport, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.extra, s.extraErr
+// sources is what the sender is given.
+func (s *testSource) sources() Sources {
+	src := Sources{LoadBalancers: s, VRRP: s}
+	if s.lvs {
+		src.LVS = s
+	}
+	return src
 }
 
 // logBuf collects the sender's log lines.
@@ -339,11 +365,11 @@ var noDNS = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, st
 	return nil, errors.New("test resolver: DNS disabled")
 }}
 
-func newSender(t testing.TB, cfg *config.Config, src Source) (*Sender, *config.Store, *logBuf) {
+func newSender(t testing.TB, cfg *config.Config, src *testSource) (*Sender, *config.Store, *logBuf) {
 	t.Helper()
 	store := config.NewStore(cfg)
 	logs := newLogBuf()
-	s := New(store, src, logs.log)
+	s := New(store, src.sources(), logs.log)
 	s.Resolver = noDNS
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -294,28 +294,6 @@ func scaleReference(ctx context.Context, p *scalePoint, repo, base, amphoraID, k
 	return nil
 }
 
-// lbSource is the agent's production source of running load balancers
-// (what cmd/amphora-agent wires): haproxy.Manager's view of base_path
-// (pid file naming a live haproxy started with the load balancer's
-// configuration) and the stats socket its configuration declares.
-type lbSource struct {
-	cfg *config.Store
-	lbs *haproxy.Inventory
-}
-
-func (s lbSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
-	var out []heartbeat.LB
-	for _, id := range s.lbs.RunningLoadBalancers(ctx) {
-		out = append(out, heartbeat.LB{ID: id, StatsSocket: s.lbs.SocketPath(id)})
-	}
-	return out, nil
-}
-
-func (s lbSource) KeepalivedGate(context.Context) (bool, string) {
-	configured, problem := keepalived.VRRPPaths(s.cfg.Current().BasePath).Status()
-	return configured && problem != "", problem
-}
-
 func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, rounds int) error {
 	c := config.Defaults()
 	c.BasePath = base
@@ -323,8 +301,12 @@ func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, 
 	c.HeartbeatKey, c.HeartbeatKeySet = key, true
 	store := config.NewStore(c)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lbs := haproxy.NewInventory(base, nil, log)
-	s := heartbeat.New(store, lbSource{cfg: store, lbs: lbs}, log)
+	// the agent's production sources: haproxy.Inventory's view of
+	// base_path (pid file naming a live haproxy started with the load
+	// balancer's configuration) and the stats socket its configuration
+	// declares
+	src := heartbeat.Sources{LoadBalancers: haproxy.NewInventory(base, nil, log), VRRP: keepalived.VRRPPaths(base)}
+	s := heartbeat.New(store, src, log)
 
 	js, err := s.Build(ctx)
 	if err != nil {

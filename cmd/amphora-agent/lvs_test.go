@@ -410,7 +410,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 	})
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
-	sender := heartbeat.New(store, heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}, log)
+	sender := heartbeat.New(store, heartbeat.Sources{LoadBalancers: lbs, LVS: lvs, VRRP: keepalived.VRRPPaths(cfg.BasePath)}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { sender.Run(ctx); close(done) }()

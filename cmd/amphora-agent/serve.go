@@ -52,7 +52,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	dp := newDataPlane(ctx, cfg, cfgStore, units, netnsUnit, nw, announcer, log)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: dp.lbs.Inventory, lvs: dp.lvs}, log)
+	hb := heartbeat.New(cfgStore, heartbeat.Sources{LoadBalancers: dp.lbs, LVS: dp.lvs, VRRP: dp.vrrp.Paths()}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	wg.Go(func() { hb.Run(hbCtx) })

@@ -76,8 +76,9 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	}
 
 	section("VRRP")
-	src := heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}
-	switch configured, problem := keepalived.VRRPPaths(cfg.BasePath).Status(); {
+	src := heartbeat.Sources{LoadBalancers: lbs, LVS: lvs, VRRP: keepalived.VRRPPaths(cfg.BasePath)}
+	configured, problem := src.VRRP.Status()
+	switch {
 	case !configured:
 		fmt.Fprintln(w, "not configured")
 	case problem != "":
@@ -90,8 +91,8 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	printNamespace(w, cfg.Namespace)
 
 	section("Heartbeat (what would be sent now)")
-	if skip, reason := src.KeepalivedGate(ctx); skip {
-		fmt.Fprintf(w, "suppressed: %s\n", reason)
+	if configured && problem != "" {
+		fmt.Fprintf(w, "suppressed: %s\n", problem)
 	}
 	msg, err := heartbeat.New(store, src, log).Build(ctx)
 	if err != nil {
