@@ -13,6 +13,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent"
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
+	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 	"github.com/octavia-go/amphora-agent/certs"
 	"github.com/octavia-go/amphora-agent/netns"
 )
@@ -56,19 +57,15 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	wg.Go(func() { hb.Run(hbCtx) })
-	info := agent.NewInfo(cfgStore)
-	info.Inventory = dp.lbs
-	info.LVS = dp.lvs
 	srv := agent.New(agent.Deps{
-		Config:  cfgStore,
-		Certs:   store,
-		Log:     log,
-		Info:    info,
-		LBs:     dp.lbs,
-		Net:     nw,
-		VRRP:    dp.vrrp,
-		LVS:     dp.lvs,
-		Version: version,
+		Config: cfgStore,
+		Certs:  store,
+		Log:    log,
+		Host:   hostinfo.New(cfg.HAProxyCmd),
+		LBs:    dp.lbs,
+		Net:    nw,
+		VRRP:   dp.vrrp,
+		LVS:    dp.lvs,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
