@@ -44,9 +44,9 @@ type Advertiser interface {
 
 // VRRPCheck is keepalived's check of the load balancers
 // (*keepalived.Manager): it covers the haproxy instances that should
-// run, so it is refreshed when that set may have changed.
+// run, so it is told when that set may have changed (ACTIVE_STANDBY).
 type VRRPCheck interface {
-	RefreshCheck(ctx context.Context) error
+	ServicesChanged(ctx context.Context)
 }
 
 // Options configure a Manager. The plain fields are options that do not
@@ -122,14 +122,11 @@ func (m *Manager) activeStandby() bool {
 	return m.opts.Topology != nil && m.opts.Topology() == topologyActiveStandby
 }
 
-// refreshVRRPCheck tells keepalived's check that the running set may
-// have changed (ACTIVE_STANDBY).
-func (m *Manager) refreshVRRPCheck(ctx context.Context) {
-	if m.opts.VRRP == nil {
-		return
-	}
-	if err := m.opts.VRRP.RefreshCheck(ctx); err != nil {
-		m.log.Error("keepalived haproxy check not updated", "err", err)
+// servicesChanged tells keepalived's check that the set of haproxy
+// instances that should run may have changed.
+func (m *Manager) servicesChanged(ctx context.Context, activeStandby bool) {
+	if activeStandby && m.opts.VRRP != nil {
+		m.opts.VRRP.ServicesChanged(ctx)
 	}
 }
 
@@ -260,9 +257,7 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	case "reload":
 		action, err = m.reload(ctx, lbID)
 	}
-	if activeStandby {
-		m.refreshVRRPCheck(ctx)
-	}
+	m.servicesChanged(ctx, activeStandby)
 	if err != nil {
 		return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 	}
@@ -361,9 +356,7 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if err := m.removeRest(ctx, lbID); err != nil {
 		return err
 	}
-	if m.activeStandby() {
-		m.refreshVRRPCheck(ctx)
-	}
+	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("load balancer deleted", "lb_id", lbID)
 	return nil
 }

@@ -143,14 +143,11 @@ func (m *LVSManager) activeStandby() bool {
 	return m.opts.Topology != nil && m.opts.Topology() == topologyActiveStandby
 }
 
-// refreshVRRPCheck tells the VRRP check that the listeners that should
-// run may have changed (ACTIVE_STANDBY).
-func (m *LVSManager) refreshVRRPCheck(ctx context.Context) {
-	if m.opts.VRRP == nil {
-		return
-	}
-	if err := m.opts.VRRP.RefreshCheck(ctx); err != nil {
-		m.log.Error("keepalived haproxy check not updated", "err", err)
+// servicesChanged tells the VRRP check that the set of listeners that
+// should run may have changed.
+func (m *LVSManager) servicesChanged(ctx context.Context, activeStandby bool) {
+	if activeStandby && m.opts.VRRP != nil {
+		m.opts.VRRP.ServicesChanged(ctx)
 	}
 }
 
@@ -255,9 +252,7 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 	if err := m.install(ctx, id); err != nil {
 		return "", err
 	}
-	if m.activeStandby() {
-		m.refreshVRRPCheck(ctx)
-	}
+	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", len(body), "md5", sum)
 	return sum, nil
 }
@@ -342,9 +337,7 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	activeStandby := m.activeStandby()
 	name := LVSServiceName(id)
 	err := m.act(ctx, id, action)
-	if activeStandby {
-		m.refreshVRRPCheck(ctx)
-	}
+	m.servicesChanged(ctx, activeStandby)
 	if err != nil {
 		return "", &service.ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
 	}
@@ -440,9 +433,7 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	if m.activeStandby() {
-		m.refreshVRRPCheck(ctx)
-	}
+	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("LVS listener deleted", "listener_id", id)
 	return nil
 }

@@ -498,11 +498,13 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 // lvsEnvVRRP counts the refreshes of the VRRP check, then does it.
 type lvsEnvVRRP struct{ e *lvsEnv }
 
-func (v lvsEnvVRRP) RefreshCheck(ctx context.Context) error {
+func (v lvsEnvVRRP) ServicesChanged(ctx context.Context) {
 	v.e.mu.Lock()
 	v.e.refreshes++
 	v.e.mu.Unlock()
-	return v.e.vrrp.RefreshCheck(ctx)
+	if err := v.e.vrrp.RefreshCheck(ctx); err != nil {
+		v.e.t.Errorf("RefreshCheck: %v", err)
+	}
 }
 
 // lvsEnvAdvertiser records the announcements.

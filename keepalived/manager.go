@@ -85,9 +85,11 @@ type LoadBalancers interface {
 	CheckSockets(ctx context.Context) []string
 }
 
-// VRRPCheck is the VRRP check the LVS listeners are part of (*Manager).
+// VRRPCheck is the VRRP check the LVS listeners are part of (*Manager):
+// it is told when the set of listeners that should run may have changed
+// (ACTIVE_STANDBY).
 type VRRPCheck interface {
-	RefreshCheck(ctx context.Context) error
+	ServicesChanged(ctx context.Context)
 }
 
 // Options configure a Manager. They do not change while the agent runs.

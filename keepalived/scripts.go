@@ -50,6 +50,16 @@ func agentCheck(what, agent, subcommand string, args []string) []byte {
 	return []byte(b.String())
 }
 
+// ServicesChanged is how the load balancers and the LVS listeners tell
+// the check that the services that should run may have changed (after an
+// ACTIVE_STANDBY start, stop, reload, upload or delete): RefreshCheck,
+// with a failure logged (the action itself succeeded).
+func (m *Manager) ServicesChanged(ctx context.Context) {
+	if err := m.RefreshCheck(ctx); err != nil {
+		m.log.Error("keepalived haproxy check not updated", "err", err)
+	}
+}
+
 // RefreshCheck rewrites the haproxy check with the current stats sockets
 // (the reference's vrrp_check_script_update). The load-balancer life
 // cycle calls it after an ACTIVE_STANDBY start, stop, reload or delete;

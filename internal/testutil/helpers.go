@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sync"
@@ -82,6 +83,26 @@ func ListenUDP(t testing.TB, network, addr string, handle func(pkt []byte)) net.
 	}()
 	t.Cleanup(func() { conn.Close(); <-done })
 	return conn
+}
+
+// UDPPorts returns a member for UDP checks: open is a port on 127.0.0.1
+// a socket reads until the test ends (it never answers), closed a port on
+// ::1 nobody listens on any more (the kernel answers ICMP port
+// unreachable).
+func UDPPorts(t testing.TB) (open, closed netip.AddrPort) {
+	t.Helper()
+	o, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed = c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	return o.LocalAddr().(*net.UDPAddr).AddrPort(), closed
 }
 
 // WaitFor polls cond every 25 ms until it holds, failing the test with
