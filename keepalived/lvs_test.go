@@ -553,18 +553,6 @@ func (e *lvsEnv) status(id string) string {
 	return "absent"
 }
 
-// waitFor polls cond (every 20 ms) until it holds or the deadline passes.
-func (e *lvsEnv) waitFor(what string, timeout time.Duration, cond func() bool) {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // runCheck runs a VRRP check script with bash, as keepalived does through
 // check_script.sh, and returns its exit status.
 func runCheck(t *testing.T, path string) int {
@@ -947,14 +935,14 @@ func TestLVSRealKeepalived(t *testing.T) {
 	if !strings.Contains(strings.ToLower(ae.Err.Error()), "ipvs") {
 		t.Errorf("the failure report does not show keepalived's complaint: %v", ae.Err)
 	}
-	e.waitFor("status ERROR", 10*time.Second, func() bool { return e.status(s.listener) == "ERROR/UDP" })
+	testutil.WaitFor(e.t, 10*time.Second, testutil.Holds("status ERROR", func() bool { return e.status(s.listener) == "ERROR/UDP" }))
 	if err := e.m.Delete(ctx, s.listener); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.m.Delete(ctx, bare.listener); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor("keepalived gone", 10*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+	testutil.WaitFor(e.t, 10*time.Second, testutil.Holds("keepalived gone", func() bool { return syscall.Kill(pid, 0) != nil }))
 }
 
 // lvs-check's verdict: every pid file must name a live keepalived.

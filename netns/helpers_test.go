@@ -2,12 +2,9 @@ package netns
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -209,8 +206,8 @@ func masqRules(t *testing.T, ns *Namespace, ipv6 bool, ifname string) map[string
 	return out
 }
 
-// serveHTTP serves, inside namespace ns, on addr; the body tells which
-// local and remote addresses the server saw.
+// serveHTTP serves a member inside namespace ns, on addr; its
+// MemberAddressesPath tells which local and remote addresses it saw.
 func serveHTTP(t *testing.T, ns *Namespace, addr string) {
 	t.Helper()
 	var ln net.Listener
@@ -222,64 +219,12 @@ func serveHTTP(t *testing.T, ns *Namespace, addr string) {
 	if err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, ns.Name(), err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-			fmt.Fprintf(w, "local=%s remote=%s", local, r.RemoteAddr)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	testutil.ServeMember(t, ln, "member")
 }
 
-// httpGet fetches url from namespace ns with source address src ("" =
-// kernel's choice) and returns the body. The connection is dialled
-// synchronously inside ns (no dial outlives the call).
+// httpGet fetches url (a member's addresses) from namespace ns with
+// source address src ("" = kernel's choice) and returns the body.
 func httpGet(ns *Namespace, src, url string, timeout time.Duration) (string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	var conn net.Conn
-	err = ns.Do(func() error {
-		d := net.Dialer{Timeout: timeout}
-		if src != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-		}
-		var err error
-		conn, err = d.Dial("tcp", req.URL.Host)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	used := false
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			if used {
-				return nil, errors.New("connection already used")
-			}
-			used = true
-			return conn, nil
-		},
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Timeout: timeout, Transport: tr}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	body, _, err := testutil.GetIn(ns.Do, src, url, timeout)
+	return body, err
 }

@@ -185,7 +185,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	// the manager re-executes itself: the private connection drops, we reconnect
 	dials := m.dials.Load()
 	um.systemctl(t, "daemon-reexec")
-	waitFor(t, 10*time.Second, "State after daemon-reexec", func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		st, err := m.State(ctx, name)
 		if err != nil {
 			return false, err.Error()
@@ -333,7 +333,7 @@ ExecStart=/bin/sh -c 'sleep 1.5; exec ` + bin + ` -Ws -f ` + cfg + `'
 	done := make(chan error, 1)
 	t0 := time.Now()
 	go func() { done <- m.Start(ctx, name) }()
-	waitFor(t, 5*time.Second, "the start job to be queued", func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		st, err := m.State(ctx, name)
 		return err == nil && st.ActiveState == "activating", st.String()
 	})

@@ -56,7 +56,7 @@ func TestHeartbeatsFromRealHAProxy(t *testing.T) {
 			t.Errorf("ver %d id %v", d.Ver, d.ID)
 		}
 		seqs = append(seqs, d.Seq)
-		if d := cmp.Diff(wantPools, pools(d)); d != "" {
+		if d := cmp.Diff(testutil.FixtureMembers(), pools(d)); d != "" {
 			t.Errorf("pools (-want +got):\n%s", d)
 		}
 		for id, p := range d.Pools {

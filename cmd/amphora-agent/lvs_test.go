@@ -245,10 +245,10 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	default:
 		t.Errorf("reload without IPVS: %d %s", code, body)
 	}
-	waitUntil(t, 30*time.Second, "listener "+full+" in ERROR", func() bool {
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("listener "+full+" in ERROR", func() bool {
 		_, _, body := a.Do(http.MethodGet, "/1.0/listeners", nil)
 		return bytes.Contains(body, []byte(`{"status":"ERROR","uuid":"`+full+`","type":"UDP"}`))
-	})
+	}))
 	// it belongs to the VRRP check, which now fails
 	if err := exec.Command("bash", filepath.Join(checks, "lvs_udp_check.sh")).Run(); err == nil {
 		t.Error("LVS check passes with a failed listener")
@@ -290,7 +290,7 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	if string(res[3].Result) != "[]" {
 		t.Errorf("listeners after delete: %s", res[3].Result)
 	}
-	waitUntil(t, 10*time.Second, "keepalived gone", func() bool { return unix.Kill(pid, 0) != nil })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("keepalived gone", func() bool { return unix.Kill(pid, 0) != nil }))
 	left, _ := filepath.Glob(filepath.Join(lvsDir, "octavia-keepalivedlvs-*"))
 	if len(left) != 0 {
 		t.Errorf("files left: %v", left)
@@ -317,17 +317,6 @@ func lvsPID(path string) int {
 		return 0
 	}
 	return pid
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // standInKeepalived is a process named keepalived that writes its pid
@@ -378,7 +367,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ka.Process.Kill(); _ = ka.Wait() })
-	waitUntil(t, 10*time.Second, "stand-in keepalived", func() bool { return lvsPID(base+".pid") != 0 })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("stand-in keepalived", func() bool { return lvsPID(base+".pid") != 0 }))
 
 	var mu sync.Mutex
 	conns, inBytes, runs := 10, 1000, 0
@@ -436,10 +425,10 @@ func TestHeartbeatLVSStats(t *testing.T) {
 	}
 	mu.Unlock()
 	// the counters are recorded once the heartbeat is sent
-	waitUntil(t, 5*time.Second, "counters file", func() bool {
+	testutil.WaitFor(t, 5*time.Second, testutil.Holds("counters file", func() bool {
 		counters, _ := os.ReadFile(filepath.Join(cfg.BasePath, heartbeat.CountersFile))
 		return bytes.Contains(counters, []byte(`"`+listener+`": {"bin": 1500, "bout": 3000, "ereq": 0, "stot": 13}`))
-	})
+	}))
 }
 
 // checker runs the binary as amphora-health-checker (through a link, as

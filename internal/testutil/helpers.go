@@ -105,15 +105,17 @@ func UDPPorts(t testing.TB) (open, closed netip.AddrPort) {
 	return o.LocalAddr().(*net.UDPAddr).AddrPort(), closed
 }
 
-// WaitFor polls cond every 25 ms until it holds, failing the test with
+// WaitFor is the tests' one "eventually": it polls cond every 25 ms
+// until it holds and returns how long that took, or fails the test with
 // cond's last explanation once limit has passed.
-func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string)) {
+func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string)) time.Duration {
 	t.Helper()
-	deadline := time.Now().Add(limit)
+	start := time.Now()
+	deadline := start.Add(limit)
 	for {
 		ok, why := cond()
 		if ok {
-			return
+			return time.Since(start)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met after %v: %s", limit, why)
@@ -130,6 +132,21 @@ func ReadFile(path string) string {
 		return err.Error()
 	}
 	return string(b)
+}
+
+// Holds adapts a condition without an explanation for WaitFor: what
+// says what is awaited.
+func Holds(what string, cond func() bool) func() (bool, string) {
+	return func() (bool, string) { return cond(), what }
+}
+
+// Succeeds adapts an attempt for WaitFor: it holds once f returns nil;
+// what and f's last error explain a failure.
+func Succeeds(what string, f func() error) func() (bool, string) {
+	return func() (bool, string) {
+		err := f()
+		return err == nil, fmt.Sprintf("%s: %v", what, err)
+	}
 }
 
 // SyncBuffer is a bytes.Buffer a process (or another goroutine) writes
