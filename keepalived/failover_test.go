@@ -22,8 +22,6 @@ package keepalived_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -248,18 +246,7 @@ func (a *kvAmphora) url(path string) string {
 // namespace.
 func (a *kvAmphora) client(timeout time.Duration) *http.Client {
 	a.t.Helper()
-	ca, err := os.ReadFile(a.pki.ServerCA)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	pair, err := tls.LoadX509KeyPair(a.pki.ClientPEM, a.pki.ClientPEM)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return a.ns.HTTPClient(&tls.Config{RootCAs: pool, ServerName: a.id, Certificates: []tls.Certificate{pair},
-		MinVersion: tls.VersionTLS12}, timeout)
+	return a.ns.HTTPClient(a.pki.ControllerTLS(a.t, a.id, a.pki.ClientPEM), timeout)
 }
 
 // do sends one request to the agent and returns status and body.

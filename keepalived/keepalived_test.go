@@ -152,11 +152,13 @@ func newTestManager(t *testing.T, sockets ...string) (*Manager, *service.Supervi
 	}
 	t.Cleanup(func() { sup.Close() })
 	m := NewManager(Options{
-		BasePath:      filepath.Join(dir, "lib"),
-		Namespace:     "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", ""),
-		LogFacility:   3,
-		Units:         sup,
-		Agent:         "/opt/amphora agent/amphora-agent",
+		Common: Common{
+			BasePath:    filepath.Join(dir, "lib"),
+			Namespace:   "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", ""),
+			LogFacility: 3,
+			Units:       sup,
+			Agent:       "/opt/amphora agent/amphora-agent",
+		},
 		LoadBalancers: (*fixedSockets)(&sockets),
 	})
 	return m, sup
@@ -284,7 +286,7 @@ func TestCheckScriptChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	sockets := &fixedSockets{}
-	m := NewManager(Options{BasePath: filepath.Join(dir, "lib"), Agent: agent, LoadBalancers: sockets})
+	m := NewManager(Options{Common: Common{BasePath: filepath.Join(dir, "lib"), Agent: agent}, LoadBalancers: sockets})
 	p := m.Paths()
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		t.Fatal(err)
@@ -345,8 +347,8 @@ func TestService(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sup.Close()
-	m := NewManager(Options{BasePath: "/var/lib/octavia", Namespace: "amphora-haproxy", LogFacility: 2,
-		Units: sup, NetnsUnit: "amphora-netns"})
+	m := NewManager(Options{Common: Common{BasePath: "/var/lib/octavia", Namespace: "amphora-haproxy", LogFacility: 2,
+		Units: sup, NetnsUnit: "amphora-netns"}})
 	svc, err := m.Service()
 	if err != nil {
 		t.Fatal(err)

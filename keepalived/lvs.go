@@ -47,38 +47,15 @@ var (
 	ErrBadID = errors.New("invalid id")
 )
 
-// LVSOptions configure an LVSManager. The plain fields do not change
-// while the agent runs; Topology is read at every change.
+// LVSOptions configure an LVSManager. Topology is read at every change.
 type LVSOptions struct {
-	// BasePath is [haproxy_amphora] base_path: the listeners' files live
-	// in BASE/lvs (LVSPathsUnder).
-	BasePath string
-	// Namespace is the data-plane namespace keepalived runs in.
-	Namespace string
-	// LogFacility is keepalived's syslog LOG_LOCAL<n>
-	// ([amphora_agent] administrative_log_facility).
-	LogFacility int
+	Common
 	// Topology returns [controller_worker] loadbalancer_topology (SINGLE
 	// or ACTIVE_STANDBY), which PUT /1.0/config may change; nil: SINGLE.
 	Topology func() string
-	// Units runs the services; nil gives a read-only manager (listing,
-	// heartbeat statistics) for the operator subcommands.
-	Units service.Manager
-	// NetnsUnit is the unit creating the data-plane namespace, which the
-	// LVS units require (netns.UnitName under systemd; "" for the
-	// built-in supervisor).
-	NetnsUnit string
-	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
-	// iproute2 binary ("/sbin/ip" when empty).
-	Cmd, IPCmd string
-	// Agent is the absolute path of the amphora-agent binary:
-	// check/udp_check.sh runs "Agent health-check udp <ip> <port>".
-	Agent string
-	// VRRP is refreshed after an ACTIVE_STANDBY upload, action or delete
-	// (the VRRP check covers the LVS listeners); optional.
+	// VRRP is told after an ACTIVE_STANDBY upload, action or delete (the
+	// VRRP check covers the LVS listeners); optional.
 	VRRP VRRPCheck
-	// Netns creates the namespace before keepalived starts (optional).
-	Netns Namespace
 	// Advertiser announces a listener's VIPs after a start or restart in
 	// SINGLE topology (optional).
 	Advertiser Advertiser
@@ -88,7 +65,6 @@ type LVSOptions struct {
 	// namespace process pid lives in (reads /proc/<pid>/net/ip_vs when
 	// nil).
 	KernelTable func(pid int) ([]byte, error)
-	Log         *slog.Logger
 }
 
 // LVSManager owns the UDP/SCTP listeners of the amphora. Operations on one
@@ -105,12 +81,7 @@ type LVSManager struct {
 
 // NewLVSManager returns an LVSManager; call Reconcile once at start-up.
 func NewLVSManager(o LVSOptions) *LVSManager {
-	if o.Cmd == "" {
-		o.Cmd = DefaultCmd
-	}
-	if o.IPCmd == "" {
-		o.IPCmd = "/sbin/ip"
-	}
+	o.defaults()
 	if o.Run == nil {
 		o.Run = execx.Run
 	}
@@ -119,11 +90,7 @@ func NewLVSManager(o LVSOptions) *LVSManager {
 			return os.ReadFile(fmt.Sprintf("/proc/%d/net/ip_vs", pid))
 		}
 	}
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &LVSManager{opts: o, log: log, conds: map[string]string{}}
+	return &LVSManager{opts: o, log: o.Log, conds: map[string]string{}}
 }
 
 // topologyActiveStandby is the ACTIVE_STANDBY value of LVSOptions.Topology.

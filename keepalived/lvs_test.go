@@ -181,7 +181,7 @@ func TestValidateRenderedLVSConfigs(t *testing.T) {
 	testutil.RequireBinary(t, DefaultCmd)
 	testutil.RequireLVSRenderer(t)
 	dir := t.TempDir()
-	m := NewLVSManager(LVSOptions{BasePath: dir, Namespace: "amphora-haproxy"})
+	m := NewLVSManager(LVSOptions{Common: Common{BasePath: dir, Namespace: "amphora-haproxy"}})
 	s := newLVSSpec()
 	variants := map[string]func(spec map[string]any){
 		"dual stack UDP-CONNECT": nil,
@@ -463,10 +463,11 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 	if systemd {
 		netnsUnit = "amphora-netns"
 	}
-	e.vrrp = NewManager(Options{BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Units: e.units, Agent: e.agent})
+	common := Common{BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Units: e.units, Agent: e.agent}
+	e.vrrp = NewManager(Options{Common: common})
+	common.NetnsUnit, common.Cmd = netnsUnit, keepalived
 	e.m = NewLVSManager(LVSOptions{
-		BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Topology: func() string { return topology },
-		Units: e.units, NetnsUnit: netnsUnit, Cmd: keepalived, Agent: e.agent,
+		Common: common, Topology: func() string { return topology },
 		VRRP: lvsEnvVRRP{e}, Advertiser: lvsEnvAdvertiser{e},
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			e.mu.Lock()

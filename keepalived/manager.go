@@ -92,37 +92,55 @@ type VRRPCheck interface {
 	ServicesChanged(ctx context.Context)
 }
 
-// Options configure a Manager. They do not change while the agent runs.
-type Options struct {
+// Common are the options of every keepalived the agent runs, the VRRP
+// one and those of the LVS listeners. They do not change while the agent
+// runs.
+type Common struct {
 	// BasePath is [haproxy_amphora] base_path: the VRRP files live in
-	// BASE/vrrp (VRRPPaths), the LVS listeners its check covers in
-	// BASE/lvs.
+	// BASE/vrrp (VRRPPaths), the LVS listeners' in BASE/lvs
+	// (LVSPathsUnder).
 	BasePath string
 	// Namespace is the data-plane namespace keepalived runs in.
 	Namespace string
 	// LogFacility is keepalived's syslog LOG_LOCAL<n>
 	// ([amphora_agent] administrative_log_facility).
 	LogFacility int
-	// Units runs the service.
+	// Units runs the services; an LVSManager without one only reads
+	// (listing, heartbeat statistics) for the operator subcommands.
 	Units service.Manager
 	// NetnsUnit is the unit creating the data-plane namespace, which the
-	// keepalived unit requires (netns.UnitName under systemd; "" for the
+	// keepalived units require (netns.UnitName under systemd; "" for the
 	// built-in supervisor).
 	NetnsUnit string
-	// Cmd is the keepalived binary (DefaultCmd when empty).
-	Cmd string
-	// IPCmd is the iproute2 binary that enters the namespace ("/sbin/ip"
-	// when empty).
-	IPCmd string
-	// Agent is the absolute path of the amphora-agent binary; the haproxy
-	// check script runs "Agent vrrp-check <sockets>".
+	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
+	// iproute2 binary that enters the namespace ("/sbin/ip" when empty).
+	Cmd, IPCmd string
+	// Agent is the absolute path of the amphora-agent binary, which the
+	// check scripts run (vrrp-check, lvs-check, health-check udp).
 	Agent string
-	// LoadBalancers tells which haproxy instances the check covers
-	// (none when nil).
-	LoadBalancers LoadBalancers
 	// Netns creates the namespace before keepalived starts (optional).
 	Netns Namespace
 	Log   *slog.Logger
+}
+
+func (c *Common) defaults() {
+	if c.Cmd == "" {
+		c.Cmd = DefaultCmd
+	}
+	if c.IPCmd == "" {
+		c.IPCmd = "/sbin/ip"
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Options configure a Manager.
+type Options struct {
+	Common
+	// LoadBalancers tells which haproxy instances the check covers
+	// (none when nil).
+	LoadBalancers LoadBalancers
 }
 
 // Manager owns the VRRP keepalived of the amphora. Upload and actions are
@@ -138,17 +156,8 @@ type Manager struct {
 
 // NewManager returns a Manager.
 func NewManager(o Options) *Manager {
-	if o.Cmd == "" {
-		o.Cmd = DefaultCmd
-	}
-	if o.IPCmd == "" {
-		o.IPCmd = "/sbin/ip"
-	}
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Manager{opts: o, log: log}
+	o.defaults()
+	return &Manager{opts: o, log: o.Log}
 }
 
 // Paths returns the file layout.

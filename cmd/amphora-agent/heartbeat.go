@@ -21,7 +21,7 @@ import (
 func heartbeatSources(cfg *config.Config, log *slog.Logger) heartbeat.Sources {
 	return heartbeat.Sources{
 		LoadBalancers: haproxy.NewInventory(cfg.BasePath, nil, log),
-		LVS:           keepalived.NewLVSManager(lvsOptions(cfg, log)),
+		LVS:           keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalivedOptions(cfg, log)}),
 		VRRP:          keepalived.VRRPPaths(cfg.BasePath),
 	}
 }

@@ -375,8 +375,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		"  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\nUDP  C633640A:0035 wrr\n" +
 		"  -> 0A000005:14E9      Masq    1      4          0\n"
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
-		BasePath:  cfg.BasePath,
-		Namespace: cfg.Namespace,
+		Common: keepalived.Common{BasePath: cfg.BasePath, Namespace: cfg.Namespace},
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -479,7 +478,7 @@ func TestHealthCheckUDP(t *testing.T) {
 	}
 	// the script the controller's UDP-CONNECT MISC_CHECK runs
 	dir := t.TempDir()
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{BasePath: dir, Agent: testutil.Binary(t)})
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalived.Common{BasePath: dir, Agent: testutil.Binary(t)}})
 	lvs.Reconcile(context.Background()) // nothing configured: nothing written
 	if _, err := os.Stat(lvs.Paths().UDPCheckScript()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("udp_check.sh written without listeners: %v", err)

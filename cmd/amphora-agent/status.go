@@ -66,7 +66,7 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	}
 
 	section("UDP/SCTP listeners (keepalived LVS)")
-	lvs := keepalived.NewLVSManager(lvsOptions(cfg, log))
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalivedOptions(cfg, log)})
 	lvsList := lvs.Listeners(ctx)
 	if len(lvsList) == 0 {
 		fmt.Fprintln(w, "none configured")

@@ -39,25 +39,10 @@ func newDataPlane(ctx context.Context, cfg *config.Config, store *config.Store, 
 	nw *netns.Manager, announcer *netns.Announcer, log *slog.Logger) *dataPlane {
 	topology := func() string { return store.Current().LoadBalancerTopology }
 	inventory := haproxy.NewInventory(cfg.BasePath, units, log)
-	vrrp := keepalived.NewManager(keepalived.Options{
-		BasePath:      cfg.BasePath,
-		Namespace:     cfg.Namespace,
-		LogFacility:   cfg.AdministrativeLogFacility,
-		Units:         units,
-		NetnsUnit:     netnsUnit,
-		Agent:         agentBinary(cfg),
-		LoadBalancers: inventory,
-		Netns:         nw,
-		Log:           log,
-	})
-	lvsOpts := lvsOptions(cfg, log)
-	lvsOpts.Topology = topology
-	lvsOpts.Units = units
-	lvsOpts.NetnsUnit = netnsUnit
-	lvsOpts.VRRP = vrrp
-	lvsOpts.Netns = nw
-	lvsOpts.Advertiser = announcer
-	lvs := keepalived.NewLVSManager(lvsOpts)
+	ka := keepalivedOptions(cfg, log)
+	ka.Units, ka.NetnsUnit, ka.Netns = units, netnsUnit, nw
+	vrrp := keepalived.NewManager(keepalived.Options{Common: ka, LoadBalancers: inventory})
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Common: ka, Topology: topology, VRRP: vrrp, Advertiser: announcer})
 	lbs := haproxy.NewManager(haproxy.Options{
 		BasePath:        cfg.BasePath,
 		CertDir:         cfg.BaseCertDir,
@@ -80,11 +65,12 @@ func newDataPlane(ctx context.Context, cfg *config.Config, store *config.Store, 
 	return &dataPlane{lbs: lbs, lvs: lvs, vrrp: vrrp}
 }
 
-// lvsOptions are the options of the LVS listeners every subcommand
-// shares; without a service manager the manager only reads (listing,
-// heartbeat statistics).
-func lvsOptions(cfg *config.Config, log *slog.Logger) keepalived.LVSOptions {
-	return keepalived.LVSOptions{
+// keepalivedOptions are the options of every keepalived, as the
+// configuration gives them; without a service manager an LVS manager
+// only reads (listing, heartbeat statistics) for the operator
+// subcommands.
+func keepalivedOptions(cfg *config.Config, log *slog.Logger) keepalived.Common {
+	return keepalived.Common{
 		BasePath:    cfg.BasePath,
 		Namespace:   cfg.Namespace,
 		LogFacility: cfg.AdministrativeLogFacility,
