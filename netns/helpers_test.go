@@ -2,12 +2,10 @@ package netns
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +14,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 func requireNft(t *testing.T) {
@@ -98,79 +95,22 @@ func openNS(t *testing.T, name string) *Namespace {
 
 func linkIn(t *testing.T, ns *Namespace, name string) netlink.Link {
 	t.Helper()
-	l, err := ns.Handle().LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s in %s: %v", name, ns.Name(), err)
-	}
-	return l
+	return testutil.LinkOf(t, ns.Handle(), name)
 }
 
 // globalAddrs lists the addresses of a link except IPv6 link-local ones.
 func globalAddrs(t *testing.T, ns *Namespace, ifname string) []string {
-	t.Helper()
-	l := linkIn(t, ns, ifname)
-	addrs, err := ns.Handle().AddrList(l, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if a.IP.IsLinkLocalUnicast() {
-			continue
-		}
-		out = append(out, a.IPNet.String())
-	}
-	sort.Strings(out)
-	return out
+	return testutil.LinkAddrs(t, ns.Handle(), ifname)
 }
 
 // staticRoutes lists the static-protocol routes of a link, all tables, as
 // "dst via gw src s table n" strings.
 func staticRoutes(t *testing.T, ns *Namespace, ifname string) []string {
-	t.Helper()
-	l := linkIn(t, ns, ifname)
-	routes, err := ns.Handle().RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Protocol != unix.RTPROT_STATIC {
-			continue
-		}
-		k := routeKeyOf(r)
-		s := k.dst
-		if k.gw != "" {
-			s += " via " + k.gw
-		}
-		if k.src != "" {
-			s += " src " + k.src
-		}
-		s += fmt.Sprintf(" table %d", k.table)
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
+	return testutil.StaticRoutes(t, ns.Handle(), ifname)
 }
 
 // sourceRules lists the policy rules with a source, as "from s/n lookup t prio p proto x".
-func sourceRules(t *testing.T, ns *Namespace) []string {
-	t.Helper()
-	rules, err := ns.Handle().RuleList(netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		if r.Src == nil {
-			continue
-		}
-		out = append(out, fmt.Sprintf("from %s lookup %d prio %d proto %d", r.Src, r.Table, r.Priority, r.Protocol))
-	}
-	sort.Strings(out)
-	return out
-}
+func sourceRules(t *testing.T, ns *Namespace) []string { return testutil.SourceRules(t, ns.Handle()) }
 
 // masqRules counts, per chain of the masquerade table, the rules tagged
 // with ifname.

@@ -28,7 +28,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,89 +131,12 @@ func nwGet(ns, src, hostport string, timeout time.Duration) (body, peer string, 
 
 // --- kernel state, read with netlink inside the data-plane namespace ---
 
-func nwLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s in the data-plane namespace: %v", name, err)
-	}
-	return l
-}
-
-// nwAddrs lists a link's addresses but IPv6 link-local ones, sorted.
-func nwAddrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
-	t.Helper()
-	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if !a.IP.IsLinkLocalUnicast() {
-			out = append(out, a.IPNet.String())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// nwRoutes lists a link's static routes of every table as
-// "dst [via gw] [src s] table n", sorted.
-func nwRoutes(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
-	t.Helper()
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Protocol != unix.RTPROT_STATIC {
-			continue
-		}
-		dst := "0.0.0.0/0"
-		if r.Family == unix.AF_INET6 {
-			dst = "::/0"
-		}
-		if r.Dst != nil {
-			dst = r.Dst.String()
-		}
-		s := dst
-		if r.Gw != nil {
-			s += " via " + r.Gw.String()
-		}
-		if r.Src != nil {
-			s += " src " + r.Src.String()
-		}
-		out = append(out, fmt.Sprintf("%s table %d", s, r.Table))
-	}
-	sort.Strings(out)
-	return out
-}
-
-// nwRules lists the policy rules with a source as "from s lookup t", sorted.
-func nwRules(t *testing.T, h *netlink.Handle) []string {
-	t.Helper()
-	rules, err := h.RuleList(netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		if r.Src != nil {
-			out = append(out, fmt.Sprintf("from %s lookup %d", r.Src, r.Table))
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // checkPlumbing asserts what the VIP and member plugs configured in the
 // data-plane namespace.
 func (e *nwEnv) checkPlumbing(t *testing.T) {
 	t.Helper()
 	h := nwHandle(t, e.dp)
-	eth1, eth2 := nwLink(t, h, "eth1"), nwLink(t, h, "eth2")
+	eth1, eth2 := testutil.LinkOf(t, h, "eth1"), testutil.LinkOf(t, h, "eth2")
 	for _, c := range []struct {
 		l   netlink.Link
 		mac string
@@ -225,7 +147,7 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 			t.Errorf("%s: mac %s mtu %d flags %v, want %s, %d, up", at.Name, at.HardwareAddr, at.MTU, at.Flags, c.mac, c.mtu)
 		}
 	}
-	if diff := cmp.Diff([]string{"198.51.100.100/32", "198.51.100.4/24", "2001:db8:100::100/128"}, nwAddrs(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff([]string{"198.51.100.100/32", "198.51.100.4/24", "2001:db8:100::100/128"}, testutil.LinkAddrs(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 addresses (-want +got):\n%s", diff)
 	}
 	wantRoutes := []string{
@@ -243,7 +165,7 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 		"::/0 via 2001:db8:100::1 table 1",
 		"::/0 via 2001:db8:100::1 table 254",
 	}
-	if diff := cmp.Diff(wantRoutes, nwRoutes(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff(wantRoutes, testutil.StaticRoutes(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 routes, main and table 1 (-want +got):\n%s", diff)
 	}
 	main4, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: eth1.Attrs().Index, Table: unix.RT_TABLE_MAIN},
@@ -258,13 +180,13 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 	if !found {
 		t.Error("no main-table route to 198.51.100.0/24 on eth1")
 	}
-	if diff := cmp.Diff([]string{"from 198.51.100.100/32 lookup 1", "from 2001:db8:100::100/128 lookup 1"}, nwRules(t, h)); diff != "" {
+	if diff := cmp.Diff([]string{"from 198.51.100.100/32 lookup 1 prio 32000 proto 4", "from 2001:db8:100::100/128 lookup 1 prio 32000 proto 4"}, testutil.SourceRules(t, h)); diff != "" {
 		t.Errorf("policy rules (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"198.18.2.11/24", "2001:db8:200::11/64"}, nwAddrs(t, h, eth2)); diff != "" {
+	if diff := cmp.Diff([]string{"198.18.2.11/24", "2001:db8:200::11/64"}, testutil.LinkAddrs(t, h, "eth2")); diff != "" {
 		t.Errorf("eth2 addresses (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"198.18.99.0/24 via 198.18.2.254 table 254", "2001:db8:99::/64 via 2001:db8:200::fe table 254"}, nwRoutes(t, h, eth2)); diff != "" {
+	if diff := cmp.Diff([]string{"198.18.99.0/24 via 198.18.2.254 table 254", "2001:db8:99::/64 via 2001:db8:200::fe table 254"}, testutil.StaticRoutes(t, h, "eth2")); diff != "" {
 		t.Errorf("eth2 routes (-want +got):\n%s", diff)
 	}
 	// the root namespace no longer has the NICs
@@ -712,7 +634,7 @@ func (e *nwEnv) reboot(t *testing.T) {
 	defer rootFd.Close()
 	h := nwHandle(t, e.dp)
 	for _, name := range []string{"eth1", "eth2"} {
-		l := nwLink(t, h, name)
+		l := testutil.LinkOf(t, h, name)
 		newName := "nwr" + testutil.RandomSuffix(4)
 		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", newName).Run() })
 		if err := h.LinkSetDown(l); err != nil {
@@ -968,11 +890,11 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 	}
 
 	h := nwHandle(t, e.dp)
-	eth1 := nwLink(t, h, "eth1")
+	eth1 := testutil.LinkOf(t, h, "eth1")
 	if at := eth1.Attrs(); at.HardwareAddr.String() != e.vipMAC || at.MTU != nwVIPMTU || at.Flags&net.FlagUp == 0 {
 		t.Errorf("eth1: mac %s mtu %d flags %v", at.HardwareAddr, at.MTU, at.Flags)
 	}
-	if diff := cmp.Diff([]string{"2001:db8:100::100/128", "2001:db8:100::4/64"}, nwAddrs(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff([]string{"2001:db8:100::100/128", "2001:db8:100::4/64"}, testutil.LinkAddrs(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 addresses (-want +got):\n%s", diff)
 	}
 	wantRoutes := []string{
@@ -983,10 +905,10 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 		"::/0 via 2001:db8:100::1 table 1",
 		"::/0 via 2001:db8:100::1 table 254",
 	}
-	if diff := cmp.Diff(wantRoutes, nwRoutes(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff(wantRoutes, testutil.StaticRoutes(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 routes (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"from 2001:db8:100::100/128 lookup 1"}, nwRules(t, h)); diff != "" {
+	if diff := cmp.Diff([]string{"from 2001:db8:100::100/128 lookup 1 prio 32000 proto 4"}, testutil.SourceRules(t, h)); diff != "" {
 		t.Errorf("policy rules (-want +got):\n%s", diff)
 	}
 	vipPort := net.JoinHostPort(nwVIP6, strconv.Itoa(nwVIPPort))
