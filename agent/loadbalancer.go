@@ -13,8 +13,15 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 )
 
-// LoadBalancers is the haproxy side of the amphora (haproxy.Manager).
+// LoadBalancers is the haproxy side of the amphora (*haproxy.Manager).
 type LoadBalancers interface {
+	// Exists reports whether the load balancer has a configuration (the
+	// shared endpoints dispatch on it, see lvsOwns).
+	Exists(lbID string) bool
+	// ListenerIDs are the frontends of every load balancer, sorted.
+	ListenerIDs() []string
+	// RunningLoadBalancers are the load balancers whose haproxy runs.
+	RunningLoadBalancers(ctx context.Context) []string
 	Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error)
 	Config(lbID string) ([]byte, error)
 	Action(ctx context.Context, lbID, action string) (string, error)

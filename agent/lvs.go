@@ -14,22 +14,18 @@ import (
 )
 
 // LVSListeners is the UDP/SCTP side of the amphora: one keepalived in LVS
-// mode per listener (keepalived.LVSManager).
+// mode per listener (*keepalived.LVSManager).
 type LVSListeners interface {
 	Exists(listenerID string) bool
+	// List returns the LVS listener ids, sorted.
+	List() []string
+	// RunningCount is the number of LVS listeners whose keepalived runs.
+	RunningCount() int
 	Upload(ctx context.Context, amphoraID, listenerID string, body []byte) (string, error)
 	Config(listenerID string) ([]byte, error)
 	Action(ctx context.Context, listenerID, action string) (string, error)
 	Delete(ctx context.Context, listenerID string) error
 	Listeners(ctx context.Context) []keepalived.LVSListenerStatus
-}
-
-// LVSInventory is what /1.0/details reports about the LVS listeners.
-type LVSInventory interface {
-	// List returns the LVS listener ids, sorted.
-	List() []string
-	// RunningCount is the number of LVS listeners whose keepalived runs.
-	RunningCount() int
 }
 
 // routeLVS registers the UDP/SCTP listener endpoints. The action, delete
@@ -52,7 +48,7 @@ func (s *Server) lvsOwns(id string) bool {
 	if s.LVS == nil || !s.LVS.Exists(id) {
 		return false
 	}
-	if lbs, ok := s.LBs.(interface{ Exists(string) bool }); ok && lbs.Exists(id) {
+	if s.LBs != nil && s.LBs.Exists(id) {
 		return false
 	}
 	return true

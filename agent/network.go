@@ -10,8 +10,10 @@ import (
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
-// Network is the data-plane plumbing of the amphora (netns.Manager).
+// Network is the data-plane plumbing of the amphora (*netns.Manager).
 type Network interface {
+	// Traffic are the byte counters of the data-plane NICs.
+	Traffic() map[string]netns.Traffic
 	PlugVIP(ctx context.Context, req *netns.PlugVIPRequest) (*netns.PlugResult, error)
 	PlugNetwork(ctx context.Context, req *netns.PlugNetworkRequest) (*netns.PlugResult, error)
 	InterfaceForIP(ctx context.Context, ip string) (string, error)

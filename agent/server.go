@@ -23,7 +23,6 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
-	"github.com/octavia-go/amphora-agent/certs"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/service"
 )
@@ -34,19 +33,27 @@ const APIVersion = "1.0"
 // maxJSONBody caps the JSON bodies (plug, rules); they are a few hundred bytes.
 const maxJSONBody = 1 << 20
 
-// Deps are the components the API drives.
+// ServerCertificate is the agent's own TLS certificate (*certs.Store).
+type ServerCertificate interface {
+	// Replace installs a new certificate and key (PEM) for the next
+	// connections; certs.ErrInvalidKeyPair when they do not match.
+	Replace(pemData []byte) error
+	// ServerConfig is the mutual-TLS configuration of the server.
+	ServerConfig(minVersion uint16) *tls.Config
+}
+
+// Deps are the components the API drives, each behind an interface this
+// package declares. Host, Config and Certs are required; a nil component
+// among the others leaves its routes out (and its part of the listings).
 type Deps struct {
 	Config *config.Store
-	Certs  *certs.Store
+	Certs  ServerCertificate
 	Log    *slog.Logger
-	Info   *Info
+	Host   Host
 	LBs    LoadBalancers
 	Net    Network
 	VRRP   VRRP
-	// LVS runs the UDP/SCTP listeners (optional).
-	LVS LVSListeners
-	// Version is the agent's own version string, reported by /1.0/details.
-	Version string
+	LVS    LVSListeners
 }
 
 // Server is the agent's HTTPS API.
@@ -58,8 +65,8 @@ type Server struct {
 // New builds the router. Call Serve to accept connections.
 func New(d Deps) *Server {
 	gin.SetMode(gin.ReleaseMode)
-	if d.Info == nil {
-		d.Info = NewInfo(d.Config)
+	if d.Log == nil {
+		d.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{Deps: d}
 	e := gin.New()

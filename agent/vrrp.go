@@ -12,7 +12,7 @@ import (
 )
 
 // VRRP is the keepalived side of an ACTIVE_STANDBY amphora
-// (keepalived.Manager).
+// (*keepalived.Manager).
 type VRRP interface {
 	Upload(ctx context.Context, body []byte) (string, error)
 	Action(ctx context.Context, action string) (string, error)

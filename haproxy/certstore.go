@@ -23,7 +23,7 @@ func (m *Manager) certPath(lbID, name string) (string, error) {
 	if !fsutil.ValidPEMName(name) {
 		return "", ErrBadFilename
 	}
-	return filepath.Join(m.cfg().BaseCertDir, lbID, name), nil
+	return filepath.Join(m.opts.CertDir, lbID, name), nil
 }
 
 // PutCertificate stores a PEM file (a certificate bundle, a CA, a CRL or

@@ -15,6 +15,8 @@ import (
 
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
+	"github.com/octavia-go/amphora-agent/netns"
+	"github.com/octavia-go/amphora-agent/service"
 )
 
 func TestDebLintian(t *testing.T) {
@@ -105,7 +107,7 @@ func TestDebContents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	marker := strings.TrimSuffix(haproxy.GeneratedMarker, "\n")
+	marker := strings.TrimSuffix(service.GeneratedMarker, "\n")
 	prefix, _, _ := strings.Cut(marker, ";")
 	if !strings.Contains(string(postrm), `GENERATED="`+prefix+`;"`) {
 		t.Errorf("postrm does not recognise the agent's units (%q)", marker)
@@ -186,7 +188,7 @@ func TestDebLifecycle(t *testing.T) {
 	lbID := testutil.NewUUID()
 	svc, err := haproxy.UnitParams{LBID: lbID, Cmd: "/usr/sbin/haproxy", Config: "/var/lib/octavia/" + lbID + "/haproxy.cfg",
 		UserGroup: "/var/lib/octavia/haproxy-default-user-group.conf", PIDFile: "/run/octavia/" + lbID + ".pid", Peer: "peer",
-		Namespace: "amphora-haproxy", Netns: haproxy.NetnsUnitName, Version: haproxy.Version{Major: 2, Minor: 6}}.Service()
+		Namespace: "amphora-haproxy", Netns: netns.UnitName, Version: haproxy.Version{Major: 2, Minor: 6}}.Service()
 	if err != nil {
 		t.Fatal(err)
 	}

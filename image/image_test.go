@@ -41,6 +41,8 @@ import (
 
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
+	agentnetns "github.com/octavia-go/amphora-agent/netns"
+	"github.com/octavia-go/amphora-agent/service"
 )
 
 const (
@@ -305,7 +307,7 @@ func powerCycle(t *testing.T, c *container, root *amphoraRoot, amp *testutil.Net
 	tOn := time.Now()
 	c = boot(t, root, c.name, amp.Path(), consoleLog)
 	t.Logf("timing: power-off %v, boot %v", tOn.Sub(tOff).Round(100*time.Millisecond), time.Since(tOn).Round(100*time.Millisecond))
-	for _, u := range []string{"amphora-agent", haproxy.NetnsUnitName} {
+	for _, u := range []string{"amphora-agent", agentnetns.UnitName} {
 		if out, err := c.exec(20*time.Second, "journalctl", "-b", "-o", "cat", "--no-pager", "-u", u, "--grep", "NIC restored"); err == nil {
 			t.Logf("boot-time restore by %s:\n%s", u, strings.TrimSpace(out))
 		}
@@ -521,12 +523,12 @@ func TestAmphoraImage(t *testing.T) {
 
 		unit := haproxy.UnitName(lbID) + ".service"
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "UnitFileState": "enabled", "Type": "notify"})
-		netnsUnit := haproxy.NetnsUnitName + ".service"
+		netnsUnit := agentnetns.UnitName + ".service"
 		expectProps(t, c, netnsUnit, map[string]string{"ActiveState": "active"})
-		if path, text := c.unitFile(netnsUnit); !strings.HasPrefix(text, haproxy.GeneratedMarker) {
+		if path, text := c.unitFile(netnsUnit); !strings.HasPrefix(text, service.GeneratedMarker) {
 			t.Errorf("%s is not the agent's rendering:\n%s", path, text)
 		}
-		if path, text := c.unitFile(unit); !strings.HasPrefix(text, haproxy.GeneratedMarker) {
+		if path, text := c.unitFile(unit); !strings.HasPrefix(text, service.GeneratedMarker) {
 			t.Errorf("%s is not the agent's rendering:\n%s", path, text)
 		}
 		reachBothMembers(t, vipNet, "after start_listener")
@@ -618,7 +620,7 @@ func TestAmphoraImage(t *testing.T) {
 	c, tOn := powerCycle(t, c, root, amp, consoleLog, map[string]string{vipMAC: "eth2", memMAC: "eth1"}, nil)
 	t.Run("reboot", func(t *testing.T) {
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "NRestarts": "0"})
-		expectProps(t, c, haproxy.NetnsUnitName+".service", map[string]string{"ActiveState": "active"})
+		expectProps(t, c, agentnetns.UnitName+".service", map[string]string{"ActiveState": "active"})
 		reachBothMembers(t, vipNet, "after reboot")
 		expectProps(t, c, "amphora-agent.service", map[string]string{"ActiveState": "active", "NRestarts": "0"})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -645,7 +647,7 @@ func TestAmphoraImage(t *testing.T) {
 	})
 	t.Run("reboot without the agent", func(t *testing.T) {
 		expectProps(t, c, "amphora-agent.service", map[string]string{"ActiveState": "inactive", "UnitFileState": "masked"})
-		expectProps(t, c, haproxy.NetnsUnitName+".service", map[string]string{"ActiveState": "active"})
+		expectProps(t, c, agentnetns.UnitName+".service", map[string]string{"ActiveState": "active"})
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "NRestarts": "0"})
 		reachBothMembers(t, vipNet, "after reboot without the agent")
 	})

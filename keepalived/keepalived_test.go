@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/octavia-go/amphora-agent/service"
@@ -147,26 +146,37 @@ There are 3 missing '}'s or extra '{'s
 func newTestManager(t *testing.T, sockets ...string) (*Manager, *service.Supervisor) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = filepath.Join(dir, "lib")
-	cfg.Namespace = "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", "")
-	cfg.AdministrativeLogFacility = 3
 	sup, err := service.NewSupervisor(service.SupervisorOptions{StateDir: filepath.Join(dir, "sup")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sup.Close() })
 	m := NewManager(Options{
-		Config:  config.NewStore(cfg),
-		Units:   sup,
-		Agent:   "/opt/amphora agent/amphora-agent",
-		Sockets: func(context.Context) []string { return sockets },
+		Common: Common{
+			BasePath:    filepath.Join(dir, "lib"),
+			Namespace:   "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", ""),
+			LogFacility: 3,
+			Units:       sup,
+			Agent:       "/opt/amphora agent/amphora-agent",
+		},
+		LoadBalancers: (*fixedSockets)(&sockets),
 	})
 	return m, sup
 }
 
+// fixedSockets stands for the haproxy inventory: the sockets the check
+// covers.
+type fixedSockets []string
+
+func (s *fixedSockets) CheckSockets(context.Context) []string {
+	if s == nil {
+		return nil
+	}
+	return *s
+}
+
 func withBase(m *Manager, text string) []byte {
-	return []byte(strings.ReplaceAll(text, "BASE", m.cfg().BasePath))
+	return []byte(strings.ReplaceAll(text, "BASE", m.opts.BasePath))
 }
 
 func TestUploadValidates(t *testing.T) {
@@ -275,11 +285,8 @@ func TestCheckScriptChain(t *testing.T) {
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\necho \"$@\" > "+args+"\n[ $# -gt 2 ]\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var sockets []string
-	cfg := config.Defaults()
-	cfg.BasePath = filepath.Join(dir, "lib")
-	m := NewManager(Options{Config: config.NewStore(cfg), Agent: agent,
-		Sockets: func(context.Context) []string { return sockets }})
+	sockets := &fixedSockets{}
+	m := NewManager(Options{Common: Common{BasePath: filepath.Join(dir, "lib"), Agent: agent}, LoadBalancers: sockets})
 	p := m.Paths()
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		t.Fatal(err)
@@ -312,7 +319,7 @@ func TestCheckScriptChain(t *testing.T) {
 	if got, _ := os.ReadFile(args); string(got) != "vrrp-check --\n" {
 		t.Errorf("vrrp-check arguments %q", got)
 	}
-	sockets = []string{"/x/a.sock", "/x/b.sock"}
+	*sockets = fixedSockets{"/x/a.sock", "/x/b.sock"}
 	if err := m.RefreshCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -335,20 +342,18 @@ func TestCheckScriptChain(t *testing.T) {
 }
 
 func TestService(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.BasePath = "/var/lib/octavia"
-	cfg.AdministrativeLogFacility = 2
 	sup, err := service.NewSupervisor(service.SupervisorOptions{StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sup.Close()
-	m := NewManager(Options{Config: config.NewStore(cfg), Units: sup, Systemd: true, NetnsUnit: "amphora-netns"})
+	m := NewManager(Options{Common: Common{BasePath: "/var/lib/octavia", Namespace: "amphora-haproxy", LogFacility: 2,
+		Units: sup, NetnsUnit: "amphora-netns"}})
 	svc, err := m.Service()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := generatedMarker + `[Unit]
+	want := `[Unit]
 Description=Keepalive Daemon (LVS and VRRP)
 After=network-online.target amphora-netns.service
 Wants=network-online.target
@@ -450,9 +455,7 @@ func TestValidateStaleNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(stale) })
-	cfg := m.cfg().Clone()
-	cfg.Namespace = name
-	m.opts.Config = config.NewStore(cfg)
+	m.opts.Namespace = name
 	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
 		t.Fatalf("upload with an unusable namespace: %v", err)
 	}

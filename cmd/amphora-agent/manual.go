@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
+	"github.com/octavia-go/amphora-agent/keepalived/healthcheck"
 )
 
 // synopsis is the command line of every invocation.
@@ -109,7 +110,7 @@ func exitStatuses() []exitHelp {
 		{"0", "success; for vrrp-check and lvs-check: every checked service answers; for health-check: the member is up"},
 		{"1", "failure, with the cause on standard error; for the checks: a service or member is down"},
 		{"2", "bad command line (unknown command or option, missing arguments); health-check sctp: no answer within the timeout"},
-		{strconv.Itoa(sctpOther), "health-check sctp: the member answered with neither INIT-ACK nor ABORT"},
+		{strconv.Itoa(healthcheck.SCTPOther), "health-check sctp: the member answered with neither INIT-ACK nor ABORT"},
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -56,7 +55,7 @@ func runPrometheusProxy(ctx context.Context, g *globals, args []string) error {
 	store := config.NewStore(cfg)
 	go followConfigFile(ctx, store, log)
 	go followSyslogSettings(ctx, store, logs)
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
 	p := promproxy.New(promproxy.Options{
 		Exporter: exporter,
 		Configs: func() []string {
@@ -151,8 +150,8 @@ func followConfigFile(ctx context.Context, store *config.Store, log *slog.Logger
 type proxyService struct {
 	store     *config.Store
 	units     service.Manager
-	systemd   bool
-	lbs       *haproxy.Manager
+	netnsUnit string // the namespace's unit under systemd, else ""
+	lbs       *haproxy.Inventory
 	agentArgv []string
 	log       *slog.Logger
 
@@ -160,7 +159,7 @@ type proxyService struct {
 }
 
 // loadBalancersWithProxy lists the load balancers with a PROMETHEUS listener.
-func loadBalancersWithProxy(lbs *haproxy.Manager) []string {
+func loadBalancersWithProxy(lbs *haproxy.Inventory) []string {
 	var out []string
 	for _, id := range lbs.List() {
 		if promproxy.HasExporter(lbs.ConfigPath(id)) {
@@ -203,21 +202,18 @@ func (p *proxyService) Sync(ctx context.Context) {
 	p.log.Debug("prometheus proxy running", "load_balancers", strings.Join(users, ","))
 }
 
+// install writes the proxy's service. Under systemd a unit file the agent
+// did not write (the one the .deb ships) is kept as it is: the service
+// manager never overwrites one.
 func (p *proxyService) install(ctx context.Context, c *config.Config) error {
-	if p.systemd {
-		path := filepath.Join(c.SystemdUnitDir, promproxy.ServiceName+".service")
-		if data, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(data, []byte(haproxy.GeneratedMarker)) {
-			return nil // packaged (or an operator's): used as it is
-		}
-	}
 	svc, err := promproxy.ServiceParams{
-		Marker: haproxy.GeneratedMarker, IPCmd: "/sbin/ip", Namespace: c.Namespace, NetnsUnit: haproxy.NetnsUnitName,
+		IPCmd: "/sbin/ip", Namespace: c.Namespace, NetnsUnit: netns.UnitName,
 		Agent: p.agentArgv, PIDFile: filepath.Join(c.BasePath, promproxy.ServiceName+".pid"),
 	}.Service()
 	if err != nil {
 		return err
 	}
-	if p.systemd {
+	if p.netnsUnit != "" {
 		svc.PIDFile = ""
 		svc.Argv = nil
 	}
@@ -314,7 +310,7 @@ func countSeries(r io.Reader) (int, error) {
 }
 
 // printPrometheusProxy is the status section of the proxy.
-func printPrometheusProxy(ctx context.Context, w io.Writer, c *config.Config, lbs *haproxy.Manager) {
+func printPrometheusProxy(ctx context.Context, w io.Writer, c *config.Config, lbs *haproxy.Inventory) {
 	users := loadBalancersWithProxy(lbs)
 	if len(users) == 0 {
 		fmt.Fprintln(w, "not needed: no load balancer has a PROMETHEUS listener")

@@ -14,9 +14,6 @@ const ServiceName = "amphora-prometheus-proxy"
 
 // ServiceParams are what the proxy's service is rendered from.
 type ServiceParams struct {
-	// Marker starts the unit text (the agent's mark on the unit files it
-	// owns).
-	Marker string
 	// IPCmd runs the proxy inside the namespace (/sbin/ip).
 	IPCmd     string
 	Namespace string
@@ -32,7 +29,7 @@ type ServiceParams struct {
 
 // The unit has no [Install] section: the agent starts it while a load
 // balancer has a PROMETHEUS listener and stops it when none has.
-var unitTemplate = template.Must(template.New("unit").Parse(`{{.Marker}}[Unit]
+var unitTemplate = template.Must(template.New("unit").Parse(`[Unit]
 Description=Octavia amphora Prometheus proxy (Octavia metrics from haproxy's exporter)
 After=network.target syslog.service {{.NetnsUnit}}.service
 Wants=syslog.service {{.NetnsUnit}}.service

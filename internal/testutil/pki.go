@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -33,6 +35,29 @@ type PKI struct {
 	ClientPEM      string // controller client certificate + key
 	RogueClientPEM string // client certificate + key signed by an unknown CA
 	RogueServerPEM string // server certificate + key for the amphora id, signed by an unknown CA
+}
+
+// ControllerTLS is the controller side of an mTLS session with the
+// amphora amphoraID: certPEM as the client certificate ("" for none), the
+// server CA, and the amphora id as the expected server name (the
+// controller's hostname check).
+func (p *PKI) ControllerTLS(t testing.TB, amphoraID, certPEM string) *tls.Config {
+	t.Helper()
+	ca, err := os.ReadFile(p.ServerCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cfg := &tls.Config{RootCAs: pool, ServerName: amphoraID, MinVersion: tls.VersionTLS12}
+	if certPEM != "" {
+		pair, err := tls.LoadX509KeyPair(certPEM, certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg
 }
 
 type issuer struct {

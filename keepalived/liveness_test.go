@@ -1,4 +1,4 @@
-package heartbeat
+package keepalived
 
 import (
 	"fmt"
@@ -45,19 +45,23 @@ func startKeepalived(t *testing.T, dir string) *exec.Cmd {
 	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(dir, "ka.pid"))
 		return err == nil && strings.TrimSpace(string(b)) == fmt.Sprint(cmd.Process.Pid),
-			fmt.Sprintf("pid file: %q %v; output: %s", b, err, readFile(logPath))
+			fmt.Sprintf("pid file: %q %v; output: %s", b, err, testutil.ReadFile(logPath))
 	})
 	return cmd
 }
 
-func TestCheckKeepalived(t *testing.T) {
-	dir := testutil.ShortDir(t, "hb")
-	conf, pid := filepath.Join(dir, "octavia-keepalived.conf"), filepath.Join(dir, "octavia-keepalived.pid")
-	check := func(wantSkip bool, wantReason string) {
+// TestVRRPStatus: what the heartbeat gate and the status command see of
+// the VRRP keepalived.
+func TestVRRPStatus(t *testing.T) {
+	dir := testutil.ShortDir(t, "kv")
+	p := Paths{Dir: dir}
+	conf, pid := p.Config(), p.PIDFile()
+	check := func(wantDown bool, wantReason string) {
 		t.Helper()
-		skip, reason := CheckKeepalived(conf, pid)
-		if skip != wantSkip || !strings.Contains(reason, wantReason) {
-			t.Errorf("CheckKeepalived = %v, %q; want %v, %q", skip, reason, wantSkip, wantReason)
+		configured, reason := p.Status()
+		down := configured && reason != ""
+		if down != wantDown || !strings.Contains(reason, wantReason) {
+			t.Errorf("Status = %v, %q; want down=%v, %q", configured, reason, wantDown, wantReason)
 		}
 	}
 	writePid := func(s string) {
@@ -105,17 +109,9 @@ func TestCheckKeepalived(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
-		skip, reason := CheckKeepalived(conf, pid)
-		return skip && strings.Contains(reason, "has exited"), reason
+		_, reason := p.Status()
+		return strings.Contains(reason, "has exited"), reason
 	})
 	_, _ = ka.Process.Wait()
 	check(true, "is not running")
-}
-
-func readFile(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	return string(b)
 }
