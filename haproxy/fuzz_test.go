@@ -1,11 +1,14 @@
 package haproxy
 
 import (
+	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func addCaptureSeeds(f *testing.F) {
@@ -133,7 +136,7 @@ func FuzzUnquotedMatchesCSV(f *testing.F) {
 		if strings.Contains(text, `"`) {
 			return
 		}
-		fast, ferr := parseUnquotedStat(text, nil)
+		fast, ferr := parseUnquotedStat(text)
 		slow, serr := parseQuotedStat(text)
 		if (ferr == nil) != (serr == nil) {
 			t.Fatalf("errors differ: fast %v, csv %v", ferr, serr)
@@ -144,23 +147,37 @@ func FuzzUnquotedMatchesCSV(f *testing.F) {
 	})
 }
 
-// FuzzReportColumnsOnly checks that splitting only the summary's columns
-// gives the same summary as parsing every column.
-func FuzzReportColumnsOnly(f *testing.F) {
+// FuzzReportMatchesTable checks the streaming parser of Report against
+// the table parser: the same report, or both an error, for any answer,
+// read in one piece through the pooled buffer and in small pieces through
+// a tiny one (every line then crosses a read and a buffer boundary).
+func FuzzReportMatchesTable(f *testing.F) {
 	addCaptureSeeds(f)
+	f.Add([]byte(" \r\n \t# \r\n\r\npxname,svname,status\r\nx,FRONTEND,OPEN\r"))
+	f.Add([]byte("# pxname,svname,status,type,weight\nb,s1,UP,2, 0\nb,s2,UP,2,0\nb,BACKEND,UP,1,\n" +
+		"f,FRONTEND,OPEN,0\nb,\"s,3\",\"DOWN\nx\",2,1\n"))
+	f.Add([]byte("# pxname,svname,\"status\"\nf,FRONTEND,OPEN\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		full, ferr := parseStat(data, nil)
-		part, perr := parseStat(data, summaryColumns)
-		if (ferr == nil) != (perr == nil) {
-			t.Fatalf("errors differ: %v / %v", ferr, perr)
+		var want *StatsReport
+		tab, werr := ParseStatCSV(data)
+		if werr == nil {
+			want, werr = SummarizeStats(tab)
 		}
-		if ferr != nil {
-			return
-		}
-		a, aerr := SummarizeStats(full)
-		b, berr := SummarizeStats(part)
-		if (aerr == nil) != (berr == nil) || !reflect.DeepEqual(a, b) {
-			t.Fatalf("summaries differ:\n%#v %v\n%#v %v", a, aerr, b, berr)
+		for _, read := range []struct {
+			name string
+			r    io.Reader
+			size int
+		}{
+			{"whole", bytes.NewReader(data), 0},
+			{"pieces", iotest.HalfReader(iotest.OneByteReader(bytes.NewReader(data))), 3},
+		} {
+			got, err := readReport(read.r, read.size)
+			if (err == nil) != (werr == nil) {
+				t.Fatalf("%s: streaming err = %v, table err = %v", read.name, err, werr)
+			}
+			if err == nil && !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: reports differ:\nstreaming %#v\ntable     %#v", read.name, got, want)
+			}
 		}
 	})
 }

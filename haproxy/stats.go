@@ -65,8 +65,52 @@ func NewStatsClient(path string) *StatsClient {
 // closed before Query returns. haproxy reports command errors in the answer
 // text, so callers parse or validate it; the typed helpers below do.
 func (c *StatsClient) Query(ctx context.Context, cmd string) ([]byte, error) {
+	var out []byte
+	err := c.do(ctx, cmd, func(r io.Reader) (err error) {
+		out, err = io.ReadAll(r)
+		return err
+	})
+	return out, err
+}
+
+// errTooLarge ends the reading of an answer longer than MaxResponse.
+var errTooLarge = errors.New("answer too large")
+
+// answerReader reads the answer from the connection, refusing more than
+// limit bytes, and remembers an I/O error so that do can tell it from a
+// parse error of the consumer.
+type answerReader struct {
+	conn  net.Conn
+	limit int64
+	n     int64
+	err   error
+}
+
+func (a *answerReader) Read(p []byte) (int, error) {
+	if a.err != nil {
+		return 0, a.err
+	}
+	if room := a.limit + 1 - a.n; int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := a.conn.Read(p)
+	a.n += int64(n)
+	if a.n > a.limit {
+		n, err = 0, errTooLarge
+	}
+	if err != nil {
+		a.err = err
+	}
+	return n, err
+}
+
+// do sends one command and hands the answer, as it arrives, to read,
+// which must consume it to the end (EOF: haproxy closes the connection
+// after one command). The connection is bounded by ctx (its deadline,
+// else c.Timeout) and closed before do returns.
+func (c *StatsClient) do(ctx context.Context, cmd string, read func(io.Reader) error) error {
 	if cmd == "" || strings.ContainsAny(cmd, ";\n\r\x00") {
-		return nil, fmt.Errorf("%w: %q", ErrStatsCommand, cmd)
+		return fmt.Errorf("%w: %q", ErrStatsCommand, cmd)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		timeout := c.Timeout
@@ -80,32 +124,35 @@ func (c *StatsClient) Query(ctx context.Context, cmd string) ([]byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Path)
 	if err != nil {
-		return nil, fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
+		return fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
 	}
 	defer conn.Close()
 	dl, _ := ctx.Deadline()
 	if err := conn.SetDeadline(dl); err != nil {
-		return nil, fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
+		return fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
 	}
 	// Cancellation (not only the deadline) interrupts a blocked read.
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
-		return nil, c.ioError(ctx, cmd, err)
+		return c.ioError(ctx, cmd, err)
 	}
 	limit := c.MaxResponse
 	if limit <= 0 {
 		limit = DefaultStatsMaxResponse
 	}
-	out, err := io.ReadAll(io.LimitReader(conn, limit+1))
-	if err != nil {
-		return nil, c.ioError(ctx, cmd, err)
+	ar := &answerReader{conn: conn, limit: limit}
+	err = read(ar)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errTooLarge):
+		return fmt.Errorf("haproxy %s %q: %w: answer exceeds %d bytes", c.Path, cmd, ErrStatsOutput, limit)
+	case ar.err != nil && errors.Is(err, ar.err):
+		return c.ioError(ctx, cmd, err)
 	}
-	if int64(len(out)) > limit {
-		return nil, fmt.Errorf("haproxy %s %q: %w: answer exceeds %d bytes", c.Path, cmd, ErrStatsOutput, limit)
-	}
-	return out, nil
+	return fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
 }
 
 func (c *StatsClient) ioError(ctx context.Context, cmd string, err error) error {
@@ -135,22 +182,20 @@ func (c *StatsClient) ShowStat(ctx context.Context) (*StatTable, error) {
 }
 
 // Report queries "show stat" once and derives the listener counters and the
-// pool and member statuses the heartbeat carries.
+// pool and member statuses the heartbeat carries. The answer is parsed as
+// it arrives (statstream.go): only the columns the report needs are
+// looked at and the text is never held whole, so the cost per server row
+// is a scan of its first fields and one string, its name.
 func (c *StatsClient) Report(ctx context.Context) (*StatsReport, error) {
-	out, err := c.Query(ctx, cmdShowStat)
+	var rep *StatsReport
+	err := c.do(ctx, cmdShowStat, func(r io.Reader) (err error) {
+		rep, err = readReport(r, 0)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
-	// Only the columns the summary reads are split out of each row.
-	t, err := parseStat(out, summaryColumns)
-	if err != nil {
-		return nil, fmt.Errorf("haproxy %s %q: %w", c.Path, cmdShowStat, err)
-	}
-	r, err := SummarizeStats(t)
-	if err != nil {
-		return nil, fmt.Errorf("haproxy %s %q: %w", c.Path, cmdShowStat, err)
-	}
-	return r, nil
+	return rep, nil
 }
 
 // ShowInfo returns the "show info" fields of the haproxy process.
@@ -248,15 +293,10 @@ func field(rec []string, i int) string {
 // them). The first line must be the "# pxname,svname,..." header; the
 // "# " prefix is removed and the rest is read with encoding/csv, which also
 // handles quoted fields. The pxname and svname columns are required.
-func ParseStatCSV(data []byte) (*StatTable, error) { return parseStat(data, nil) }
-
-// summaryColumns are the columns SummarizeStats reads.
-var summaryColumns = []string{"pxname", "svname", "type", "status", "weight", "bin", "bout", "scur", "stot", "ereq"}
-
-// parseStat parses a "show stat" answer; when only is set, rows of the
-// quote-free fast path are split no further than the last of those
-// columns (the others read as empty).
-func parseStat(data []byte, only []string) (*StatTable, error) {
+//
+// It is the reference the streaming parser of Report (statstream.go) is
+// tested against: both give the same report for every input.
+func ParseStatCSV(data []byte) (*StatTable, error) {
 	text := strings.ToValidUTF8(string(data), "\uFFFD")
 	text = strings.TrimLeft(text, " \t\r\n")
 	if !strings.HasPrefix(text, "#") {
@@ -269,7 +309,7 @@ func parseStat(data []byte, only []string) (*StatTable, error) {
 		// No quoted field anywhere (the usual case): split lines and
 		// commas directly, several times faster than encoding/csv on the
 		// thousands of rows of a large load balancer.
-		return parseUnquotedStat(text, only)
+		return parseUnquotedStat(text)
 	}
 	return parseQuotedStat(text)
 }
@@ -319,9 +359,8 @@ func newStatTable(header []string) (*StatTable, error) {
 
 // parseUnquotedStat parses CSV text known to contain no quote character.
 // Like encoding/csv it ignores empty lines and a trailing \r.
-func parseUnquotedStat(text string, only []string) (*StatTable, error) {
+func parseUnquotedStat(text string) (*StatTable, error) {
 	var t *StatTable
-	limit := -1 // fields per row to split out; -1: all
 	for len(text) > 0 {
 		line := text
 		if i := strings.IndexByte(text, '\n'); i >= 0 {
@@ -338,24 +377,9 @@ func parseUnquotedStat(text string, only []string) (*StatTable, error) {
 			if t, err = newStatTable(strings.Split(line, ",")); err != nil {
 				return nil, err
 			}
-			if len(only) > 0 {
-				limit = 0
-				for _, name := range only {
-					limit = max(limit, t.Index(name)+1)
-				}
-			}
 			continue
 		}
-		var rec []string
-		if limit < 0 {
-			rec = strings.Split(line, ",")
-		} else {
-			rec = strings.SplitN(line, ",", limit+1)
-			if len(rec) > limit {
-				rec = rec[:limit]
-			}
-		}
-		t.Rows = append(t.Rows, rec)
+		t.Rows = append(t.Rows, strings.Split(line, ","))
 	}
 	if t == nil {
 		return nil, fmt.Errorf("%w: stat header: empty", ErrStatsOutput)
@@ -398,14 +422,6 @@ type StatsReport struct {
 	Pools     map[string]PoolStatus
 }
 
-// Row kinds of the "type" column.
-const (
-	rowFrontend = "0"
-	rowBackend  = "1"
-	rowServer   = "2"
-	rowSocket   = "3"
-)
-
 // SummarizeStats derives the heartbeat view of a stat table, the way the
 // reference agent does from its two queries:
 //
@@ -422,93 +438,27 @@ const (
 // ignored. Servers whose backend row is missing are dropped (haproxy always
 // emits it; without it the pool has no status to report).
 func SummarizeStats(t *StatTable) (*StatsReport, error) {
-	var (
-		iPx, iSv, iType = t.Index("pxname"), t.Index("svname"), t.Index("type")
-		iStatus         = t.Index("status")
-		iWeight         = t.Index("weight")
-		iBin, iBout     = t.Index("bin"), t.Index("bout")
-		iScur, iStot    = t.Index("scur"), t.Index("stot")
-		iEreq           = t.Index("ereq")
-	)
-	if iPx < 0 || iSv < 0 {
+	var cols statColumns
+	for i, name := range statColumnNames {
+		cols[i] = t.Index(name)
+	}
+	if cols[colPx] < 0 || cols[colSv] < 0 {
 		return nil, fmt.Errorf("%w: stat table without pxname/svname", ErrStatsOutput)
 	}
-	if iStatus < 0 {
+	if cols[colStatus] < 0 {
 		return nil, fmt.Errorf("%w: stat header has no %q column", ErrStatsOutput, "status")
 	}
-	rep := &StatsReport{Listeners: map[string]ListenerStats{}, Pools: map[string]PoolStatus{}}
-	members := map[string]map[string]string{}
-	for n, rec := range t.Rows {
-		px, sv := field(rec, iPx), field(rec, iSv)
-		if strings.Contains(px, "prometheus") {
-			continue
+	s := newSummarizer()
+	var row statRow
+	for _, rec := range t.Rows {
+		for i, c := range cols {
+			row[i] = []byte(field(rec, c))
 		}
-		kind := field(rec, iType)
-		switch kind {
-		case rowFrontend, rowBackend, rowServer, rowSocket:
-		default:
-			switch sv {
-			case "FRONTEND":
-				kind = rowFrontend
-			case "BACKEND":
-				kind = rowBackend
-			default:
-				kind = rowServer
-			}
-		}
-		status := field(rec, iStatus)
-		switch kind {
-		case rowFrontend:
-			l := ListenerStats{Status: status}
-			var err error
-			for _, c := range []struct {
-				dst  *int64
-				i    int
-				name string
-			}{{&l.Bin, iBin, "bin"}, {&l.Bout, iBout, "bout"}, {&l.Scur, iScur, "scur"}, {&l.Stot, iStot, "stot"}, {&l.Ereq, iEreq, "ereq"}} {
-				if *c.dst, err = counter(field(rec, c.i)); err != nil {
-					return nil, fmt.Errorf("%w: row %d (%s/%s) column %s: %w", ErrStatsOutput, n+1, px, sv, c.name, err)
-				}
-			}
-			rep.Listeners[px] = l
-		case rowBackend:
-			rep.Pools[px] = PoolStatus{Status: status}
-		case rowServer:
-			if status == StatusUp && strings.TrimSpace(field(rec, iWeight)) == "0" {
-				status = StatusDrain
-			}
-			m := members[px]
-			if m == nil {
-				m = map[string]string{}
-				members[px] = m
-			}
-			m[sv] = status
+		if err := s.add(&row); err != nil {
+			return nil, err
 		}
 	}
-	for px, p := range rep.Pools {
-		p.Members = members[px]
-		if p.Members == nil {
-			p.Members = map[string]string{}
-		}
-		rep.Pools[px] = p
-	}
-	return rep, nil
-}
-
-// counter parses a non-negative counter; an empty field is 0.
-func counter(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, nil
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("negative counter %d", v)
-	}
-	return v, nil
+	return s.finish(), nil
 }
 
 // RuntimeInfo holds the "show info" fields by name (Name, Version, Pid,

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -208,8 +209,82 @@ func TestSummarizeCaptures(t *testing.T) {
 			if d := cmp.Diff(captureReport(), got); d != "" {
 				t.Errorf("report (-want +got):\n%s", d)
 			}
+			// The streaming parser of Report, whole and in 1-byte reads
+			// through a 5-byte buffer (the admin capture has a quoted
+			// field, which hands over to encoding/csv).
+			for _, size := range []int{0, 5} {
+				got, err := readReport(iotest.OneByteReader(bytes.NewReader(readTestdata(t, name))), size)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := cmp.Diff(captureReport(), got); d != "" {
+					t.Errorf("streaming report, buffer %d (-want +got):\n%s", size, d)
+				}
+			}
 		})
 	}
+}
+
+// TestReportLargeLoadBalancer reads a real haproxy serving 20 listeners of
+// 60 servers without checks (a quarter disabled, a quarter at weight 0): the streaming
+// report equals the table parser's on the same answer, member for member.
+func TestReportLargeLoadBalancer(t *testing.T) {
+	const listeners, servers = 20, 60
+	dir := testutil.ShortDir(t, "hx")
+	sock := filepath.Join(dir, "lb.sock")
+	var b strings.Builder
+	fmt.Fprintf(&b, "global\n    stats socket %s mode 0600 level user\n", sock)
+	b.WriteString("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n")
+	for l := range listeners {
+		fmt.Fprintf(&b, "frontend fe-%d\n    bind unix@%s/f%d.sock\n    default_backend be-%d:fe-%d\n", l, dir, l, l, l)
+		fmt.Fprintf(&b, "backend be-%d:fe-%d\n", l, l)
+		for m := range servers {
+			opts := []string{"", " disabled", " weight 0", ""}[m%4]
+			fmt.Fprintf(&b, "    server m-%d-%d 127.0.0.1:%d%s\n", l, m, 1+m, opts)
+		}
+	}
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := NewStatsClient(sock)
+	testutil.StartHAProxy(t, cfg, func(ctx context.Context) error { _, err := c.ShowInfo(ctx); return err })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	raw, err := c.Query(ctx, cmdShowStat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := ParseStatCSV(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := SummarizeStats(tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Report(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("streaming report differs from the table parser's (-table +streaming):\n%s", d)
+	}
+	members, maint := 0, 0
+	for _, p := range got.Pools {
+		members += len(p.Members)
+		for _, st := range p.Members {
+			if st == "MAINT" {
+				maint++
+			}
+		}
+	}
+	if len(got.Listeners) != listeners || len(got.Pools) != listeners || members != listeners*servers || maint != listeners*servers/4 {
+		t.Errorf("%d listeners, %d pools, %d members (%d MAINT); want %d, %d, %d (%d)",
+			len(got.Listeners), len(got.Pools), members, maint, listeners, listeners, listeners*servers, listeners*servers/4)
+	}
+	t.Logf("answer of %d bytes: %d listeners, %d members", len(raw), len(got.Listeners), members)
 }
 
 func TestParseCaptureDetails(t *testing.T) {

@@ -90,3 +90,11 @@ func (h *HAProxy) Log() string {
 	}
 	return string(b)
 }
+
+// PID is the process id of the running haproxy (0 when stopped).
+func (h *HAProxy) PID() int {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
