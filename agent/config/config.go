@@ -367,11 +367,11 @@ func (c *Config) validate() error {
 		// at bind time, which the reference does not do either.
 		return &OptionError{Section: "haproxy_amphora", Option: "bind_host", Problem: fmt.Sprintf("%q is not an IP address", c.BindHost)}
 	}
-	for _, e := range c.ControllerIPPortList {
-		if _, _, err := SplitHostPort(e); err != nil {
-			return &OptionError{Section: "health_manager", Option: "controller_ip_port_list", Problem: err.Error()}
-		}
-	}
+	// controller_ip_port_list entries are not checked here: one bad entry
+	// must not keep the agent from starting (it would take the amphora
+	// off the air) nor PUT /1.0/config from applying the good ones. The
+	// heartbeat skips and logs the bad ones (ControllerEntryProblems);
+	// "amphora-agent status" shows them.
 	if c.HeartbeatInterval <= 0 {
 		return &OptionError{Section: "health_manager", Option: "heartbeat_interval", Problem: "must be at least 1 second"}
 	}
@@ -382,6 +382,18 @@ func (c *Config) validate() error {
 		return &OptionError{Section: "amphora_agent", Option: "network_namespace", Problem: fmt.Sprintf("%q is not a valid namespace name", c.Namespace)}
 	}
 	return nil
+}
+
+// ControllerEntryProblems returns, for each controller_ip_port_list entry
+// that is not host:port, why (names are not looked up here).
+func (c *Config) ControllerEntryProblems() []string {
+	var out []string
+	for _, e := range c.ControllerIPPortList {
+		if _, _, err := SplitHostPort(e); err != nil {
+			out = append(out, err.Error())
+		}
+	}
+	return out
 }
 
 // SplitHostPort splits a controller_ip_port_list entry: host:port,

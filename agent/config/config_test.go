@@ -84,6 +84,10 @@ func TestParseOptions(t *testing.T) {
 			func(c *Config) { c.ControllerIPPortList = nil }},
 		{"list with blanks", "[health_manager]\ncontroller_ip_port_list = a:1 ,, b:2\n",
 			func(c *Config) { c.ControllerIPPortList = []string{"a:1", "b:2"} }},
+		// Issue 13, defect 3: a bad entry no longer refuses the whole
+		// file (the agent would not start); the heartbeat skips it.
+		{"bad controller entries kept", "[health_manager]\ncontroller_ip_port_list = 192.0.2.1, h:port, 192.0.2.2:5555\n",
+			func(c *Config) { c.ControllerIPPortList = []string{"192.0.2.1", "h:port", "192.0.2.2:5555"} }},
 		{"booleans", "[DEFAULT]\ndebug = yes\n", func(c *Config) { c.Debug = true }},
 		{"topology is case-insensitive", "[controller_worker]\nloadbalancer_topology = active_standby\n",
 			func(c *Config) { c.LoadBalancerTopology = TopologyActiveStandby }},
@@ -124,8 +128,6 @@ func TestParseErrors(t *testing.T) {
 		{"[haproxy_amphora]\nbase_path = relative\n", `[haproxy_amphora] base_path`},
 		{"[health_manager]\nheartbeat_interval = 0\n", `f: [health_manager] heartbeat_interval: 0 must be at least 1 second`},
 		{"[health_manager]\nheartbeat_interval = soon\n", `heartbeat_interval: "soon" is not a whole number`},
-		{"[health_manager]\ncontroller_ip_port_list = 192.0.2.1\n", `controller_ip_port_list: entry "192.0.2.1" is not host:port`},
-		{"[health_manager]\ncontroller_ip_port_list = h:port\n", `port "port" is not a number`},
 		{"[amphora_agent]\nagent_tls_protocol = TLSv9\n", `agent_tls_protocol: "TLSv9" is not one of`},
 		{"[amphora_agent]\nadministrative_log_facility = 9\n", `administrative_log_facility: "9" is not a log facility`},
 		{"[controller_worker]\nloadbalancer_topology = TRIPLE\n", `loadbalancer_topology: "TRIPLE"`},
@@ -240,5 +242,15 @@ func TestSyslogOptions(t *testing.T) {
 	}
 	if got := c.WithMutable(next); got.SyslogLogFacility != "LOG_LOCAL4" || got.AdministrativeLogFacility != 4 || got.SyslogSocket != "/run/x/log" {
 		t.Errorf("WithMutable: %+v", got)
+	}
+}
+
+func TestControllerEntryProblems(t *testing.T) {
+	c := Defaults()
+	c.ControllerIPPortList = []string{"192.0.2.1", "h:port", "192.0.2.2:5555", "[2001:db8::1]:5555", "name.example:5555"}
+	got := c.ControllerEntryProblems()
+	want := []string{`entry "192.0.2.1" is not host:port`, `entry "h:port": port "port" is not a number between 1 and 65535`}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

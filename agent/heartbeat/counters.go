@@ -61,7 +61,7 @@ func (c counterSet) marshal() []byte {
 		if i > 0 {
 			b.WriteString(", ")
 		}
-		pyString(&b, id)
+		b.Write(pyString(nil, id))
 		fmt.Fprintf(&b, `: {"bin": %d, "bout": %d, "ereq": %d, "stot": %d}`, v.Bin, v.Bout, v.Ereq, v.Stot)
 	}
 	b.WriteByte('}')

@@ -2,7 +2,10 @@ package heartbeat
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/octavia-go/amphora-agent/haproxy"
 )
@@ -16,30 +19,44 @@ type LoadBalancers interface {
 	SocketPath(lbID string) string
 }
 
-// collectHAProxy adds the statistics of every running load balancer,
-// each read on its own ("show stat" on its stats socket, bounded by
-// QueryTimeout). A load balancer whose socket does not answer is left
-// out, which the controller counts as its listeners missing (the
-// reference fails closed the same way); it reports false then.
-func (s *Sender) collectHAProxy(ctx context.Context, lbs LoadBalancers, r *Report) (complete bool) {
-	complete = true
-	for _, id := range lbs.RunningLoadBalancers(ctx) {
-		qctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
-		rep, err := haproxy.NewStatsClient(lbs.SocketPath(id)).Report(qctx)
-		cancel()
-		if err != nil {
-			complete = false
-			if ctx.Err() == nil {
-				s.conds.set("lb:"+id, err.Error(), slog.LevelError,
-					"haproxy statistics unavailable: load balancer left out of the heartbeat, the controller will count its listeners as missing",
-					"lb_id", id, "err", err)
+// collectHAProxy reads the statistics of every running load balancer,
+// all at once ("show stat" on each stats socket, each bounded by
+// QueryTimeout and by ctx, the heartbeat's budget). A load balancer whose
+// socket fails or does not answer in time (a hung haproxy) is left out
+// of this heartbeat alone: the controller counts its listeners missing,
+// which is what the reference does when a socket fails. The others are
+// reported. missed says which were left out and why.
+func (s *Sender) collectHAProxy(ctx context.Context) (r *Report, missed []string) {
+	lbs := s.src.LoadBalancers
+	ids := lbs.RunningLoadBalancers(ctx)
+	reps := make([]*haproxy.StatsReport, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Go(func() {
+			qctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
+			defer cancel()
+			reps[i], errs[i] = haproxy.NewStatsClient(lbs.SocketPath(id)).Report(qctx)
+		})
+	}
+	wg.Wait()
+	r = newReport()
+	for i, id := range ids {
+		if err := errs[i]; err != nil {
+			s.stats.lbFailures.Add(1)
+			missed = append(missed, fmt.Sprintf("load balancer %s: %v", id, err))
+			if stopping(ctx) {
+				continue
 			}
+			s.conds.set("lb:"+id, errState(err), slog.LevelError,
+				"haproxy statistics unavailable: load balancer left out of the heartbeat, the controller will count its listeners as missing",
+				"lb_id", id, "err", err, "left_out_so_far", s.stats.lbFailures.Load())
 			continue
 		}
 		s.conds.clear("lb:"+id, "haproxy statistics available again", "lb_id", id)
-		r.add(fromHAProxy(rep))
+		r.add(fromHAProxy(reps[i]))
 	}
-	return complete
+	return r, missed
 }
 
 // fromHAProxy maps one haproxy's statistics (its frontends and
@@ -55,3 +72,7 @@ func fromHAProxy(rep *haproxy.StatsReport) *Report {
 	}
 	return r
 }
+
+// stopping says the sender is being stopped (not that a deadline passed):
+// failures then are not worth a log line.
+func stopping(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }

@@ -13,21 +13,21 @@ type LVSListeners interface {
 	Stats(ctx context.Context) (*keepalived.LVSReport, error)
 }
 
-// collectLVS adds the LVS listeners' statistics. When they cannot be
+// collectLVS reads the LVS listeners' statistics. When they cannot be
 // read (ipvsadm fails, say) those listeners are left out and the
-// heartbeat is still sent; it reports false then.
-func (s *Sender) collectLVS(ctx context.Context, lvs LVSListeners, r *Report) (complete bool) {
-	rep, err := lvs.Stats(ctx)
+// heartbeat is still sent.
+func (s *Sender) collectLVS(ctx context.Context) (*Report, []string) {
+	rep, err := s.src.LVS.Stats(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.conds.set("extra", err.Error(), slog.LevelError,
-				"LVS listener statistics unavailable: those listeners are left out of the heartbeat", "err", err)
+		if stopping(ctx) {
+			return nil, []string{"LVS listeners: " + err.Error()}
 		}
-		return false
+		s.conds.set("extra", err.Error(), slog.LevelError,
+			"LVS listener statistics unavailable: those listeners are left out of the heartbeat", "err", err)
+		return nil, []string{"LVS listeners: " + err.Error()}
 	}
 	s.conds.clear("extra", "LVS listener statistics available again")
-	r.add(fromLVS(rep))
-	return true
+	return fromLVS(rep), nil
 }
 
 // fromLVS maps the IPVS counters of the LVS listeners onto the

@@ -5,21 +5,14 @@
 //
 // The wire format is that of the reference agent, byte for byte where the
 // controller could notice: JSON text as Python's json.dumps writes it,
-// zlib level 9, then the lowercase hex HMAC-SHA256 of the compressed bytes.
+// zlib, then the lowercase hex HMAC-SHA256 of the compressed bytes.
 package heartbeat
 
 import (
-	"bytes"
-	"compress/zlib"
-	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
-	"io"
 	"maps"
 	"slices"
 	"strconv"
-	"sync"
 )
 
 // Version is the message format version ("ver"): 3 = statistics as deltas.
@@ -57,86 +50,105 @@ type Pool struct {
 
 // MarshalJSON renders m as the reference agent does: separators ", " and
 // ": ", non-ASCII escaped as \u sequences of 4 hex digits, no trailing newline.
-func (m *Message) MarshalJSON() ([]byte, error) {
-	var b bytes.Buffer
-	b.WriteString(`{"id": `)
+func (m *Message) MarshalJSON() ([]byte, error) { return m.AppendJSON(nil), nil }
+
+// AppendJSON appends the text of MarshalJSON to dst: the sender reuses
+// one buffer from heartbeat to heartbeat.
+func (m *Message) AppendJSON(b []byte) []byte {
+	b = append(b, `{"id": `...)
 	if m.ID == "" {
-		b.WriteString("null")
+		b = append(b, "null"...)
 	} else {
-		pyString(&b, m.ID)
+		b = pyString(b, m.ID)
 	}
-	b.WriteString(`, "seq": `)
-	b.WriteString(strconv.FormatUint(m.Seq, 10))
-	b.WriteString(`, "listeners": {`)
+	b = append(b, `, "seq": `...)
+	b = strconv.AppendUint(b, m.Seq, 10)
+	b = append(b, `, "listeners": {`...)
 	for i, id := range slices.Sorted(maps.Keys(m.Listeners)) {
 		l := m.Listeners[id]
 		if i > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		pyString(&b, id)
-		b.WriteString(`: {"status": `)
-		pyString(&b, l.Status)
-		fmt.Fprintf(&b, `, "stats": {"tx": %d, "rx": %d, "conns": %d, "totconns": %d, "ereq": %d}}`,
-			l.Stats.TX, l.Stats.RX, l.Stats.Conns, l.Stats.TotConns, l.Stats.Ereq)
+		b = pyString(b, id)
+		b = append(b, `: {"status": `...)
+		b = pyString(b, l.Status)
+		b = append(b, `, "stats": {"tx": `...)
+		b = strconv.AppendInt(b, l.Stats.TX, 10)
+		b = append(b, `, "rx": `...)
+		b = strconv.AppendInt(b, l.Stats.RX, 10)
+		b = append(b, `, "conns": `...)
+		b = strconv.AppendInt(b, l.Stats.Conns, 10)
+		b = append(b, `, "totconns": `...)
+		b = strconv.AppendInt(b, l.Stats.TotConns, 10)
+		b = append(b, `, "ereq": `...)
+		b = strconv.AppendInt(b, l.Stats.Ereq, 10)
+		b = append(b, "}}"...)
 	}
-	b.WriteString(`}, "pools": {`)
+	b = append(b, `}, "pools": {`...)
+	var mids []string
 	for i, id := range slices.Sorted(maps.Keys(m.Pools)) {
 		p := m.Pools[id]
 		if i > 0 {
-			b.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		pyString(&b, id)
-		b.WriteString(`: {"status": `)
-		pyString(&b, p.Status)
-		b.WriteString(`, "members": {`)
-		for j, mid := range slices.Sorted(maps.Keys(p.Members)) {
+		b = pyString(b, id)
+		b = append(b, `: {"status": `...)
+		b = pyString(b, p.Status)
+		b = append(b, `, "members": {`...)
+		mids = slices.AppendSeq(mids[:0], maps.Keys(p.Members))
+		slices.Sort(mids)
+		for j, mid := range mids {
 			if j > 0 {
-				b.WriteString(", ")
+				b = append(b, ", "...)
 			}
-			pyString(&b, mid)
-			b.WriteString(": ")
-			pyString(&b, p.Members[mid])
+			b = pyString(b, mid)
+			b = append(b, ": "...)
+			b = pyString(b, p.Members[mid])
 		}
-		b.WriteString("}}")
+		b = append(b, "}}"...)
 	}
-	b.WriteString(`}, "ver": `)
-	b.WriteString(strconv.Itoa(Version))
-	b.WriteString("}")
-	return b.Bytes(), nil
+	b = append(b, `}, "ver": `...)
+	b = strconv.AppendInt(b, Version, 10)
+	return append(b, '}')
 }
 
-// pyString writes s as a JSON string the way Python's json module does
-// with ensure_ascii (its default): \" \\ \b \f \n \r \t, other characters
-// outside printable ASCII as \u + 4 lowercase hex digits (surrogate pairs above
-// U+FFFF). Invalid UTF-8 becomes U+FFFD; '/' is not escaped.
-func pyString(b *bytes.Buffer, s string) {
+// pyString appends s as a JSON string the way Python's json module writes
+// it with ensure_ascii (its default): \" \\ \b \f \n \r \t, other
+// characters outside printable ASCII as \u + 4 lowercase hex digits
+// (surrogate pairs above U+FFFF). Invalid UTF-8 becomes U+FFFD; '/' is not
+// escaped. Ids and statuses are plain ASCII: they are copied in one piece.
+func pyString(b []byte, s string) []byte {
+	b = append(b, '"')
+	plain := 0
+	for plain < len(s) && s[plain] >= 0x20 && s[plain] <= 0x7e && s[plain] != '"' && s[plain] != '\\' {
+		plain++
+	}
+	b = append(b, s[:plain]...)
+	if plain == len(s) {
+		return append(b, '"')
+	}
 	const hexdigits = "0123456789abcdef"
 	u4 := func(r rune) {
-		b.WriteString(`\u`)
-		b.WriteByte(hexdigits[r>>12&0xf])
-		b.WriteByte(hexdigits[r>>8&0xf])
-		b.WriteByte(hexdigits[r>>4&0xf])
-		b.WriteByte(hexdigits[r&0xf])
+		b = append(b, '\\', 'u', hexdigits[r>>12&0xf], hexdigits[r>>8&0xf], hexdigits[r>>4&0xf], hexdigits[r&0xf])
 	}
-	b.WriteByte('"')
-	for _, r := range s { // invalid bytes arrive as utf8.RuneError
+	for _, r := range s[plain:] { // invalid bytes arrive as utf8.RuneError
 		switch {
 		case r == '"':
-			b.WriteString(`\"`)
+			b = append(b, `\"`...)
 		case r == '\\':
-			b.WriteString(`\\`)
+			b = append(b, `\\`...)
 		case r == '\b':
-			b.WriteString(`\b`)
+			b = append(b, `\b`...)
 		case r == '\f':
-			b.WriteString(`\f`)
+			b = append(b, `\f`...)
 		case r == '\n':
-			b.WriteString(`\n`)
+			b = append(b, `\n`...)
 		case r == '\r':
-			b.WriteString(`\r`)
+			b = append(b, `\r`...)
 		case r == '\t':
-			b.WriteString(`\t`)
+			b = append(b, `\t`...)
 		case r >= 0x20 && r <= 0x7e:
-			b.WriteByte(byte(r))
+			b = append(b, byte(r))
 		case r > 0xffff:
 			r -= 0x10000
 			u4(0xd800 + (r>>10)&0x3ff)
@@ -145,42 +157,8 @@ func pyString(b *bytes.Buffer, s string) {
 			u4(r)
 		}
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }
 
 // HMACHexLen is the length of the authenticator appended to a datagram.
 const HMACHexLen = 2 * sha256.Size
-
-// Wrap builds the datagram for a JSON message: zlib (level 9) of the text,
-// followed by the lowercase hex HMAC-SHA256 of the compressed bytes under
-// key. The controller verifies the HMAC over the bytes it receives, so a
-// compressor other than Python's is fine.
-func Wrap(jsonText []byte, key string) ([]byte, error) {
-	var z bytes.Buffer
-	z.Grow(len(jsonText)/4 + 64)
-	w := zlibWriters.Get().(*zlib.Writer)
-	defer zlibWriters.Put(w)
-	w.Reset(&z)
-	if _, err := w.Write(jsonText); err != nil {
-		return nil, fmt.Errorf("compress heartbeat: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		return nil, fmt.Errorf("compress heartbeat: %w", err)
-	}
-	mac := hmac.New(sha256.New, []byte(key))
-	mac.Write(z.Bytes())
-	out := make([]byte, z.Len(), z.Len()+HMACHexLen)
-	copy(out, z.Bytes())
-	return hex.AppendEncode(out, mac.Sum(nil)), nil
-}
-
-// zlibWriters keeps level-9 compressors between heartbeats: one costs
-// about a megabyte of tables to set up, more than compressing a small
-// message.
-var zlibWriters = sync.Pool{New: func() any {
-	w, err := zlib.NewWriterLevel(io.Discard, zlib.BestCompression)
-	if err != nil {
-		panic(err) // only for an invalid level
-	}
-	return w
-}}

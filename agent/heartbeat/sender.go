@@ -1,6 +1,7 @@
 package heartbeat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,8 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
@@ -38,13 +39,20 @@ type VRRP interface {
 	Status() (configured bool, problem string)
 }
 
-// MaxDatagram is the largest UDP payload over IPv4; bigger heartbeats
-// cannot be sent (reported, since the reference dropped them silently).
+// MaxDatagram is the largest UDP payload over IPv4: the sender reduces a
+// message until its datagram fits (see Detail).
 const MaxDatagram = 65507
 
 // Sender builds and sends heartbeats. Create it with New; Run is its loop.
-// Build may be called while Run runs (the Sources must then be safe for
-// concurrent use).
+// Build and Preview may be called while Run runs (the Sources must then
+// be safe for concurrent use).
+//
+// Every heartbeat has a budget of three quarters of the interval: the
+// sources (each load balancer's stats socket, the LVS listeners) and the
+// controller name lookups run concurrently within it, and whatever has
+// not answered by then is left out of that heartbeat alone, so neither a
+// hung haproxy nor a dead DNS server stretches the period the controller
+// sees.
 type Sender struct {
 	store       *config.Store
 	src         Sources
@@ -53,9 +61,8 @@ type Sender struct {
 	conds       *condLog
 
 	// Tunables, set by New; change them before Run only.
-	QueryTimeout   time.Duration // one stats socket query
-	ResolveTimeout time.Duration // one host name lookup
-	ResolveTTL     time.Duration // resolved controller names are reused this long
+	QueryTimeout   time.Duration // one stats socket query, within the budget
+	ResolveTimeout time.Duration // one host name lookup (it may outlive a heartbeat)
 	SendTimeout    time.Duration
 	Resolver       *net.Resolver
 
@@ -63,16 +70,14 @@ type Sender struct {
 	seq      uint64
 	counters counterSet // last absolute values reported (and persisted)
 
+	dns   dnsCache
+	stuck [numSources]atomic.Pointer[sourceRun] // the last run of a source a heartbeat stopped waiting for
+	stats senderStats
+
 	// Used by the Run goroutine only.
 	dests []string // controller_ip_port_list the rotation is built on
 	next  int      // index in dests of the next destination
-	cache map[string]resolved
-}
-
-type resolved struct {
-	addr netip.Addr
-	err  error
-	at   time.Time
+	enc   encoder
 }
 
 // New returns a sender reading options from store, what to report from
@@ -88,10 +93,8 @@ func New(store *config.Store, src Sources, log *slog.Logger) *Sender {
 		conds:          newCondLog(log, 10*time.Minute),
 		QueryTimeout:   5 * time.Second,
 		ResolveTimeout: 3 * time.Second,
-		ResolveTTL:     time.Minute,
 		SendTimeout:    time.Second,
 		Resolver:       net.DefaultResolver,
-		cache:          map[string]resolved{},
 	}
 	c, err := loadCounters(s.counterPath)
 	if err != nil {
@@ -139,16 +142,63 @@ func (s *Sender) interval() time.Duration {
 	return max(s.store.Current().HeartbeatInterval, minInterval)
 }
 
+// round holds the deadlines of one heartbeat: sources must answer by
+// sources; the heartbeat is sent by send, within the interval.
+type round struct {
+	sources, send time.Time
+}
+
+func (s *Sender) newRound(cfg *config.Config) round {
+	now := time.Now()
+	budget := max(cfg.HeartbeatInterval, minInterval) * 3 / 4
+	return round{sources: now.Add(budget * 4 / 5), send: now.Add(budget)}
+}
+
+// Preview is the heartbeat the sender would send now.
+type Preview struct {
+	JSON     []byte // the message's text (reduced when it did not fit)
+	Datagram int    // bytes of its datagram (0 without a heartbeat_key)
+	Detail   Detail // how much of it was kept
+	FullJSON int    // bytes of the whole message's text
+	Fits     bool   // false: too large even with listeners only
+	LeftOut  []string
+}
+
 // Build returns the JSON text of the heartbeat the sender would send now,
 // for inspection (amphora-agent heartbeat --print). It neither consumes a
 // sequence number nor records the counters, so the deltas shown are
 // relative to the last heartbeat sent and the next real one is unaffected.
 func (s *Sender) Build(ctx context.Context) ([]byte, error) {
+	p, err := s.Preview(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.JSON, nil
+}
+
+// Preview is Build with what the sender knows about the message: its
+// datagram size, how much detail fits, what was left out and why.
+func (s *Sender) Preview(ctx context.Context) (*Preview, error) {
+	cfg := s.store.Current()
 	s.mu.Lock()
 	seq, last := s.seq, s.counters
 	s.mu.Unlock()
-	c := s.collect(ctx, s.store.Current(), seq, last)
-	return c.msg.MarshalJSON()
+	g := s.gather(ctx, s.newRound(cfg))
+	msg, _ := buildMessage(cfg, seq, last, g)
+	p := &Preview{Detail: DetailFull, Fits: true, LeftOut: g.leftOut}
+	if cfg.HeartbeatKey == "" {
+		p.JSON = msg.AppendJSON(nil)
+		p.FullJSON = len(p.JSON)
+		return p, nil
+	}
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	f, err := e.fit(msg, cfg.HeartbeatKey, MaxDatagram)
+	if err != nil {
+		return nil, err
+	}
+	p.JSON, p.Datagram, p.Detail, p.FullJSON, p.Fits = bytes.Clone(f.json), len(f.pkt), f.detail, f.fullJSON, f.fits
+	return p, nil
 }
 
 // tick is one heartbeat: checks, build, send, and on success record the
@@ -168,7 +218,16 @@ func (s *Sender) tick(ctx context.Context) {
 	}
 	s.conds.clear("gate", "keepalived is running: heartbeats resumed")
 
-	dest, entry, ok := s.destination(ctx, cfg)
+	s.rotation(cfg)
+	if len(s.dests) == 0 {
+		s.conds.set("dest", "empty", slog.LevelError, "controller_ip_port_list is empty: heartbeats are not sent")
+		return
+	}
+	rd := s.newRound(cfg)
+	// Names are looked up while the sources are read.
+	lookups := s.lookups(ctx)
+	g := s.gather(ctx, rd)
+	dest, entry, ok := s.destination(ctx, rd, lookups)
 	if !ok {
 		return
 	}
@@ -177,29 +236,46 @@ func (s *Sender) tick(ctx context.Context) {
 	seq, last := s.seq, s.counters
 	s.seq++
 	s.mu.Unlock()
-	c := s.collect(ctx, cfg, seq, last)
-	body, err := c.msg.MarshalJSON()
+	msg, next := buildMessage(cfg, seq, last, g)
+	f, err := s.enc.fit(msg, cfg.HeartbeatKey, MaxDatagram)
 	if err != nil {
 		s.log.Error("heartbeat not encoded", "err", err)
 		return
 	}
-	pkt, err := Wrap(body, cfg.HeartbeatKey)
-	if err != nil {
-		s.log.Error("heartbeat not encoded", "err", err)
-		return
-	}
-	if len(pkt) > MaxDatagram {
-		s.conds.set("size", "large", slog.LevelWarn, "heartbeat exceeds the UDP datagram limit and cannot be delivered",
-			"bytes", len(pkt), "limit", MaxDatagram, "listeners", len(c.msg.Listeners), "pools", len(c.msg.Pools))
-	} else {
-		s.conds.clear("size", "heartbeat fits in a datagram again", "bytes", len(pkt))
-	}
-	if err := s.send(dest, pkt); err != nil {
+	s.noteFit(msg, f)
+	if err := s.send(dest, f.pkt); err != nil {
+		s.stats.sendFailed.Add(1)
 		s.conds.set("send:"+entry, errState(err), slog.LevelWarn, "heartbeat not sent", "dest", entry, "err", err)
 		return
 	}
+	s.stats.sent.Add(1)
 	s.conds.clear("send:"+entry, "heartbeat sent again", "dest", entry)
-	s.commit(c.next)
+	s.commit(next)
+}
+
+// noteFit logs and counts a heartbeat that did not fit in full.
+func (s *Sender) noteFit(msg *Message, f fitted) {
+	s.stats.lastDetail.Store(int64(f.detail))
+	members := 0
+	for _, p := range msg.Pools {
+		members += len(p.Members)
+	}
+	switch {
+	case !f.fits:
+		s.stats.unsendable.Add(1)
+		s.conds.set("size", "unsendable", slog.LevelError,
+			"heartbeat exceeds the UDP datagram limit even with listeners only: it cannot be delivered",
+			"bytes", len(f.pkt), "limit", MaxDatagram, "listeners", len(msg.Listeners), "pools", len(msg.Pools), "members", members)
+	case f.detail >= DetailImplied:
+		s.stats.degraded.Add(1)
+		s.conds.set("size", f.detail.String(), slog.LevelWarn,
+			"heartbeat too large for one datagram: sent with less detail (every listener kept)",
+			"detail", f.detail.String(), "bytes", len(f.pkt), "full_bytes", f.fullPkt, "limit", MaxDatagram,
+			"listeners", len(msg.Listeners), "pools", len(msg.Pools), "members", members,
+			"reduced_heartbeats", s.stats.degraded.Load())
+	default:
+		s.conds.clear("size", "heartbeat fits in a datagram again", "bytes", len(f.pkt))
+	}
 }
 
 // gated reports whether heartbeats are suppressed: VRRP is configured
@@ -212,39 +288,114 @@ func (s *Sender) gated() (bool, string) {
 	return configured && problem != "", problem
 }
 
-type collected struct {
-	msg  Message
-	next counterSet // counters to record once the message is sent
+// The sources of a heartbeat, each read in its own goroutine.
+const (
+	sourceHAProxy = iota
+	sourceLVS
+	numSources
+)
+
+var sourceNames = [numSources]string{"haproxy load balancers", "LVS listeners"}
+
+// sourceRun is one run of a source; done is set when it returns.
+type sourceRun struct{ done atomic.Bool }
+
+// gathered is what the sources reported within a heartbeat's budget.
+type gathered struct {
+	rep      *Report
+	complete bool     // every source and load balancer answered
+	leftOut  []string // what is missing and why
 }
 
-// collect builds the message from every source, computing deltas
-// against last.
-func (s *Sender) collect(ctx context.Context, cfg *config.Config, seq uint64, last counterSet) *collected {
-	r := newReport()
-	complete := true
-	if s.src.LoadBalancers != nil {
-		complete = s.collectHAProxy(ctx, s.src.LoadBalancers, r) && complete
+// gather reads every source concurrently. A source must answer by
+// rd.sources; one that has not returned by rd.send is left out of this
+// heartbeat (and not started again while it still runs).
+func (s *Sender) gather(ctx context.Context, rd round) gathered {
+	sctx, cancel := context.WithDeadline(ctx, rd.sources)
+	defer cancel()
+	type result struct {
+		rep    *Report
+		missed []string
+		busy   bool
 	}
-	if s.src.LVS != nil {
-		complete = s.collectLVS(ctx, s.src.LVS, r) && complete
+	var (
+		chans [numSources]chan result
+		runs  [numSources]*sourceRun
+	)
+	for i, run := range [numSources]func(context.Context) (*Report, []string){s.collectHAProxy, s.collectLVS} {
+		if i == sourceHAProxy && s.src.LoadBalancers == nil || i == sourceLVS && s.src.LVS == nil {
+			continue
+		}
+		ch := make(chan result, 1)
+		chans[i] = ch
+		if r := s.stuck[i].Load(); r != nil && !r.done.Load() {
+			ch <- result{missed: []string{sourceNames[i] + ": still busy with an earlier heartbeat"}, busy: true}
+			continue
+		}
+		runs[i] = &sourceRun{}
+		go func(r *sourceRun) {
+			rep, missed := run(sctx)
+			r.done.Store(true)
+			ch <- result{rep: rep, missed: missed}
+		}(runs[i])
 	}
-	c := &collected{
-		msg:  Message{ID: cfg.AmphoraID, Seq: seq, Listeners: map[string]Listener{}, Pools: r.Pools},
-		next: counterSet{},
+	g := gathered{rep: newReport(), complete: true}
+	wait := time.NewTimer(time.Until(rd.send))
+	defer wait.Stop()
+	for i, ch := range chans {
+		if ch == nil {
+			continue
+		}
+		select {
+		case r := <-ch:
+			if r.rep != nil {
+				g.rep.add(r.rep)
+			}
+			if len(r.missed) > 0 {
+				g.complete = false
+				g.leftOut = append(g.leftOut, r.missed...)
+			}
+			if r.busy {
+				s.stats.lateSources.Add(1)
+				s.conds.set("late:"+sourceNames[i], "busy", slog.LevelError,
+					"heartbeat source still busy with an earlier heartbeat: its listeners are left out", "source", sourceNames[i])
+			} else {
+				s.conds.clear("late:"+sourceNames[i], "heartbeat source answering in time again", "source", sourceNames[i])
+			}
+		case <-wait.C:
+			// Abandoned: no new run of this source starts while this one
+			// still runs.
+			s.stuck[i].Store(runs[i])
+			g.complete = false
+			g.leftOut = append(g.leftOut, sourceNames[i]+": no answer within the heartbeat's budget")
+			s.stats.lateSources.Add(1)
+			s.conds.set("late:"+sourceNames[i], "late", slog.LevelError,
+				"heartbeat source did not answer within the heartbeat's budget: its listeners are left out", "source", sourceNames[i])
+			// The timer fired: later sources get no more time either.
+			wait.Reset(0)
+		}
 	}
-	for id, l := range r.Listeners {
-		c.msg.Listeners[id] = listenerEntry(l, last[id])
-		c.next[id] = absolute(l)
+	return g
+}
+
+// buildMessage makes the message from what was gathered, computing deltas
+// against last; it also returns the counters to record once it is sent.
+func buildMessage(cfg *config.Config, seq uint64, last counterSet, g gathered) (*Message, counterSet) {
+	msg := &Message{ID: cfg.AmphoraID, Seq: seq, Listeners: make(map[string]Listener, len(g.rep.Listeners)), Pools: g.rep.Pools}
+	next := make(counterSet, len(g.rep.Listeners))
+	for id, l := range g.rep.Listeners {
+		msg.Listeners[id] = listenerEntry(l, last[id])
+		next[id] = absolute(l)
 	}
 	// Listeners no longer reported are forgotten, unless a source failed:
 	// its listeners must keep their values, or their next deltas would
 	// count everything again.
 	for id, v := range last {
-		if _, seen := c.next[id]; !seen && !complete {
-			c.next[id] = v
+		if _, seen := next[id]; !seen && !g.complete {
+			next[id] = v
 		}
 	}
-	return c
+	return msg, next
 }
 
 // commit records the counters a sent heartbeat was computed from and
@@ -263,79 +414,6 @@ func (s *Sender) commit(next counterSet) {
 		return
 	}
 	s.conds.clear("persist", "statistics counters saved again", "path", s.counterPath)
-}
-
-// destination picks the next usable controller, round robin over
-// controller_ip_port_list. Entries that do not parse or resolve are skipped
-// (and reported) so they cost no heartbeat and never stop the loop.
-func (s *Sender) destination(ctx context.Context, cfg *config.Config) (netip.AddrPort, string, bool) {
-	if !slices.Equal(s.dests, cfg.ControllerIPPortList) {
-		s.dests = slices.Clone(cfg.ControllerIPPortList)
-		s.next = 0
-		clear(s.cache)
-	}
-	if len(s.dests) == 0 {
-		s.conds.set("dest", "empty", slog.LevelError, "controller_ip_port_list is empty: heartbeats are not sent")
-		return netip.AddrPort{}, "", false
-	}
-	for i := range len(s.dests) {
-		idx := (s.next + i) % len(s.dests)
-		entry := s.dests[idx]
-		ap, err := s.resolve(ctx, entry)
-		if err != nil {
-			s.conds.set("dest:"+entry, err.Error(), slog.LevelWarn, "controller address skipped", "dest", entry, "err", err)
-			continue
-		}
-		s.conds.clear("dest:"+entry, "controller address usable again", "dest", entry)
-		s.conds.clear("dest", "")
-		s.next = (idx + 1) % len(s.dests)
-		return ap, entry, true
-	}
-	s.conds.set("dest", "unusable", slog.LevelError, "no usable controller address: heartbeats are not sent", "entries", len(s.dests))
-	return netip.AddrPort{}, "", false
-}
-
-// resolve turns host:port into an address: IP literals directly, names
-// through the resolver (first answer, as the reference). Answers are
-// reused for ResolveTTL; when a refresh fails the previous answer is kept;
-// failures are remembered for a few seconds so a dead DNS server does not
-// delay every heartbeat.
-func (s *Sender) resolve(ctx context.Context, entry string) (netip.AddrPort, error) {
-	host, port, err := config.SplitHostPort(entry)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	if a, err := netip.ParseAddr(host); err == nil {
-		return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
-	}
-	now := time.Now()
-	prev, cached := s.cache[host]
-	negTTL := min(s.ResolveTTL, 10*time.Second)
-	switch {
-	case cached && prev.err == nil && now.Sub(prev.at) < s.ResolveTTL:
-		return netip.AddrPortFrom(prev.addr, uint16(port)), nil
-	case cached && prev.err != nil && now.Sub(prev.at) < negTTL:
-		return netip.AddrPort{}, prev.err
-	}
-	rctx, cancel := context.WithTimeout(ctx, s.ResolveTimeout)
-	addrs, err := s.Resolver.LookupNetIP(rctx, "ip", host)
-	cancel()
-	if err == nil && len(addrs) == 0 {
-		err = fmt.Errorf("lookup %s: no address", host)
-	}
-	if err != nil {
-		if cached && prev.err == nil {
-			s.conds.set("dns:"+host, err.Error(), slog.LevelWarn, "controller name not resolved, using its last known address",
-				"host", host, "addr", prev.addr.String(), "err", err)
-			return netip.AddrPortFrom(prev.addr, uint16(port)), nil
-		}
-		s.cache[host] = resolved{err: err, at: now}
-		return netip.AddrPort{}, err
-	}
-	s.conds.clear("dns:"+host, "controller name resolved again", "host", host)
-	a := addrs[0].Unmap()
-	s.cache[host] = resolved{addr: a, at: now}
-	return netip.AddrPortFrom(a, uint16(port)), nil
 }
 
 // errState is the part of a send error that identifies the condition:
@@ -367,4 +445,39 @@ func (s *Sender) send(dest netip.AddrPort, pkt []byte) error {
 		return fmt.Errorf("send %d bytes to %s: %w", len(pkt), dest, err)
 	}
 	return nil
+}
+
+// senderStats count what went wrong since the sender started.
+type senderStats struct {
+	sent, sendFailed        atomic.Uint64
+	degraded, unsendable    atomic.Uint64
+	lbFailures, lateSources atomic.Uint64
+	skippedDests            atomic.Uint64
+	lastDetail              atomic.Int64
+}
+
+// Stats are the sender's counts since it started.
+type Stats struct {
+	Sent, SendFailed uint64
+	// Degraded heartbeats were sent with less than full detail;
+	// Unsendable ones did not fit even with listeners only.
+	Degraded, Unsendable uint64
+	// LBFailures counts load balancers left out of a heartbeat (their
+	// stats socket failed or did not answer in time); LateSources the
+	// sources that did not answer within a heartbeat's budget.
+	LBFailures, LateSources uint64
+	// SkippedDestinations counts controller entries passed over because
+	// they are malformed or their name did not resolve.
+	SkippedDestinations uint64
+	LastDetail          Detail
+}
+
+// Stats returns the counts since the sender started.
+func (s *Sender) Stats() Stats {
+	return Stats{
+		Sent: s.stats.sent.Load(), SendFailed: s.stats.sendFailed.Load(),
+		Degraded: s.stats.degraded.Load(), Unsendable: s.stats.unsendable.Load(),
+		LBFailures: s.stats.lbFailures.Load(), LateSources: s.stats.lateSources.Load(),
+		SkippedDestinations: s.stats.skippedDests.Load(), LastDetail: Detail(s.stats.lastDetail.Load()),
+	}
 }

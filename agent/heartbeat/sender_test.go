@@ -398,9 +398,9 @@ func TestKeepalivedGateSuppresses(t *testing.T) {
 	}
 }
 
-// TestLVSSourceAndOversize: the LVS listeners add listeners (as deltas) and
-// pools; a heartbeat too large for UDP is reported, and the send error too.
-func TestLVSSourceAndOversize(t *testing.T) {
+// TestLVSSource: the LVS listeners add listeners (as deltas) and pools; when
+// they fail, the haproxy part is still sent.
+func TestLVSSource(t *testing.T) {
 	py := testutil.NewOctaviaDecoder(t)
 	f := startLB(t)
 	rcv := newReceiver(t, "127.0.0.1:0")
@@ -412,7 +412,7 @@ func TestLVSSourceAndOversize(t *testing.T) {
 		Listeners: map[string]keepalived.LVSListenerStats{udpListener: {Status: "OPEN", InBytes: 100, OutBytes: 50, ActiveConns: 2, Conns: 10}},
 		Pools:     map[string]keepalived.LVSPool{udpPool: {Status: "UP", Members: map[string]string{"m": "no check"}}},
 	}
-	s, _, logs := newSender(t, newConfig(base, "k", fmt.Sprintf("127.0.0.1:%d", rcv.port())), src)
+	s, _, _ := newSender(t, newConfig(base, "k", fmt.Sprintf("127.0.0.1:%d", rcv.port())), src)
 	ctx := context.Background()
 
 	s.tick(ctx)
@@ -438,29 +438,6 @@ func TestLVSSourceAndOversize(t *testing.T) {
 	d = decodeWithOctavia(t, py, rcv.next(t), "k")
 	if _, ok := d.Listeners[udpListener]; ok || len(d.Listeners) != 2 {
 		t.Errorf("listeners with a failing hook: %v", d.Listeners)
-	}
-
-	// 20000 members with incompressible ids: far above 64 KiB.
-	big := map[string]string{}
-	for i := range 20000 {
-		big[fmt.Sprintf("%08x-%x", i*2654435761, i*40503)] = "UP"
-	}
-	src.set(func(s *testSource) {
-		s.extraErr = nil
-		s.extra.Pools[udpPool] = keepalived.LVSPool{Status: "UP", Members: big}
-	})
-	s.tick(ctx)
-	s.tick(ctx)
-	if n := logs.count("heartbeat exceeds the UDP datagram limit"); n != 1 {
-		t.Errorf("size warning logged %d times:\n%s", n, logs)
-	}
-	if n := logs.count(`"heartbeat not sent"`); n != 1 || !strings.Contains(logs.String(), "message too long") {
-		t.Errorf("send error logged %d times:\n%s", n, logs)
-	}
-	// Counters were not recorded for the unsent heartbeats.
-	c, _ := loadCounters(filepath.Join(base, CountersFile))
-	if c[udpListener].Stot != 11 {
-		t.Errorf("counters after unsent heartbeats: %+v", c[udpListener])
 	}
 }
 

@@ -396,3 +396,64 @@ func TestHeartbeatThroughBinary(t *testing.T) {
 
 // hbMessage is a decoded heartbeat (version 3).
 type hbMessage = testutil.Heartbeat
+
+// TestBadControllerEntriesDoNotStopTheAgent (issue 13, defect 3): a
+// controller_ip_port_list with entries that are not host:port used to
+// keep the agent from starting and PUT /1.0/config from applying. Now the
+// agent starts, logs the bad entries, heartbeats to the good one, `status`
+// shows each entry's state, and PUT /1.0/config with a bad entry is
+// applied too. (Names that do not resolve are covered in agent/heartbeat
+// against a DNS server the test runs: here a lookup would leave the
+// machine.)
+func TestBadControllerEntriesDoNotStopTheAgent(t *testing.T) {
+	t.Parallel()
+	col := &hbCollector{dec: testutil.NewOctaviaDecoder(t), keys: []string{"insecure"}}
+	good := hbListen(t, col, "udp4", "127.0.0.1:0", "good")
+	other := hbListen(t, col, "udp4", "127.0.0.1:0", "other")
+	a := testutil.StartAgent(t, testutil.Options{
+		Options: map[string]string{
+			"health_manager/controller_ip_port_list": "no-port-here, [::1]:notaport, " + good,
+			"health_manager/heartbeat_interval":      "1",
+			"health_manager/heartbeat_key":           "insecure",
+		},
+	})
+	col.await(t, 15*time.Second, "a heartbeat at the good entry", 0, func(p *hbPacket) bool { return p.dest == "good" })
+	for _, want := range []string{`entry unusable, heartbeats skip it" problem="entry \"no-port-here\" is not host:port"`, `"controller address skipped" dest=[::1]:notaport`} {
+		if !strings.Contains(a.Log(), want) {
+			t.Errorf("agent log lacks %s:\n%s", want, a.Log())
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, a.Bin, "--config-file", a.ConfigFile, "status").CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	lines := map[string]string{}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 {
+			lines[f[0]] = strings.Join(f[1:], " ")
+		}
+	}
+	for entry, want := range map[string]string{
+		"no-port-here":   `SKIPPED: entry "no-port-here" is not host:port`,
+		"[::1]:notaport": `SKIPPED: entry "[::1]:notaport": port "notaport" is not a number between 1 and 65535`,
+		good:             "ok (" + good + ")",
+	} {
+		if lines[entry] != want {
+			t.Errorf("status: %s %q, want %q:\n%s", entry, lines[entry], want, out)
+		}
+	}
+
+	cfg, err := os.ReadFile(a.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := strings.Replace(string(cfg), "no-port-here, [::1]:notaport, "+good, "still-no-port, "+other, 1)
+	if st, _, body := a.Do(http.MethodPut, "/1.0/config", []byte(next)); st != http.StatusAccepted {
+		t.Fatalf("PUT /1.0/config with a bad entry: %d %s", st, body)
+	}
+	_, idx := col.await(t, 15*time.Second, "a heartbeat at the new entry", 0, func(p *hbPacket) bool { return p.dest == "other" })
+	col.await(t, 15*time.Second, "heartbeats going on", idx+1, func(p *hbPacket) bool { return p.dest == "other" })
+}

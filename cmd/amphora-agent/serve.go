@@ -29,6 +29,11 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	logs := startLogging(g, cfg, "amphora-agent")
 	defer closeLogging(logs)
 	log := logs.Logger()
+	// A bad controller entry never stops the agent (issue 13, defect 3):
+	// the heartbeat skips it, and says so again when it is its turn.
+	for _, p := range cfg.ControllerEntryProblems() {
+		log.Error("[health_manager] controller_ip_port_list: entry unusable, heartbeats skip it", "problem", p)
+	}
 	cfgStore := config.NewStore(cfg)
 	store, err := certs.Open(certs.Options{
 		CertPath: cfg.AgentServerCert,

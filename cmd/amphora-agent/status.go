@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -55,6 +56,9 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 		orNone(strings.Join(cfg.ControllerIPPortList, ", ")), map[bool]string{true: "set", false: "NOT SET (no heartbeats)"}[cfg.HeartbeatKey != ""])
 	tw.Flush()
 
+	section("Heartbeat destinations (controller_ip_port_list)")
+	printDestinations(ctx, w, cfg.ControllerIPPortList)
+
 	section("Load balancers")
 	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
 	ids := lbs.List()
@@ -100,13 +104,60 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	if configured && problem != "" {
 		fmt.Fprintf(w, "suppressed: %s\n", problem)
 	}
-	msg, err := heartbeat.New(store, src, log).Build(ctx)
+	p, err := heartbeat.New(store, src, log).Preview(ctx)
 	if err != nil {
 		fmt.Fprintf(w, "cannot build: %v\n", err)
-	} else {
-		fmt.Fprintf(w, "%s\n", msg)
+		return nil
 	}
+	printPreview(w, p)
 	return nil
+}
+
+// printDestinations checks every controller entry as the heartbeat
+// would: malformed entries and names that do not resolve are skipped
+// by the agent, never fatal.
+func printDestinations(ctx context.Context, w io.Writer, entries []string) {
+	if len(entries) == 0 {
+		fmt.Fprintln(w, "none: heartbeats are not sent")
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	usable := 0
+	for _, e := range entries {
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		ap, err := heartbeat.CheckDestination(lctx, net.DefaultResolver, e)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(tw, "%s\tSKIPPED: %v\n", e, err)
+			continue
+		}
+		usable++
+		fmt.Fprintf(tw, "%s\tok (%s)\n", e, ap)
+	}
+	tw.Flush()
+	if usable == 0 {
+		fmt.Fprintln(w, "NO usable entry: heartbeats are not sent")
+	}
+}
+
+// printPreview shows the heartbeat that would be sent now: its size,
+// whether it had to be reduced to fit in a datagram, what is missing,
+// then its text.
+func printPreview(w io.Writer, p *heartbeat.Preview) {
+	switch {
+	case p.Datagram == 0:
+		fmt.Fprintf(w, "message of %d bytes (no heartbeat_key: not sent)\n", len(p.JSON))
+	case !p.Fits:
+		fmt.Fprintf(w, "TOO LARGE: a %d-byte datagram even with listeners only (limit %d): it cannot be delivered\n", p.Datagram, heartbeat.MaxDatagram)
+	case p.Detail >= heartbeat.DetailImplied:
+		fmt.Fprintf(w, "REDUCED to fit one datagram: %s (%d bytes; the whole message is %d bytes of text)\n", p.Detail, p.Datagram, p.FullJSON)
+	default:
+		fmt.Fprintf(w, "datagram of %d bytes (limit %d), every member included\n", p.Datagram, heartbeat.MaxDatagram)
+	}
+	for _, l := range p.LeftOut {
+		fmt.Fprintf(w, "left out: %s\n", l)
+	}
+	fmt.Fprintf(w, "%s\n", p.JSON)
 }
 
 func orNone(s string) string {
