@@ -2,6 +2,7 @@ package netns
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -9,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
 	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,7 +18,6 @@ import (
 var (
 	broadcastMAC = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	allNodesMAC  = net.HardwareAddr{0x33, 0x33, 0x00, 0x00, 0x00, 0x01}
-	allNodesIP   = net.ParseIP("ff02::1")
 )
 
 // InterfaceForIP returns the name of the interface of the data-plane
@@ -150,27 +148,32 @@ func (m *Manager) AdvertiseAll(ctx context.Context, ips []string) error {
 	return errors.Join(errs...)
 }
 
+// The frames are built by hand: two fixed layouts do not justify a packet
+// library in the agent (gopacket's layers were a tenth of the binary's
+// code, all of it mapped at start-up). The tests decode them with
+// gopacket and compare them with its serialization.
+
 // garpFrame builds a gratuitous ARP request: sender and target protocol
-// address = ip, target hardware address broadcast (as the reference).
+// address = ip, target hardware address broadcast (as the reference),
+// padded to Ethernet's 60-byte minimum.
 func garpFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
-	eth := &layers.Ethernet{SrcMAC: mac, DstMAC: broadcastMAC, EthernetType: layers.EthernetTypeARP}
+	if len(mac) != 6 || !ip.Is4() {
+		return nil, fmt.Errorf("gratuitous ARP for %s from %s: needs an IPv4 address and a 6-byte MAC", ip, mac)
+	}
 	v4 := ip.As4()
-	arp := &layers.ARP{
-		AddrType:          layers.LinkTypeEthernet,
-		Protocol:          layers.EthernetTypeIPv4,
-		HwAddressSize:     6,
-		ProtAddressSize:   4,
-		Operation:         layers.ARPRequest,
-		SourceHwAddress:   mac,
-		SourceProtAddress: v4[:],
-		DstHwAddress:      broadcastMAC,
-		DstProtAddress:    v4[:],
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, eth, arp); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	f := make([]byte, 0, 60)
+	f = append(f, broadcastMAC...)
+	f = append(f, mac...)
+	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_ARP)
+	f = binary.BigEndian.AppendUint16(f, 1) // hardware type: Ethernet
+	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_IP)
+	f = append(f, 6, 4)                     // address sizes
+	f = binary.BigEndian.AppendUint16(f, 1) // request
+	f = append(f, mac...)
+	f = append(f, v4[:]...)
+	f = append(f, broadcastMAC...)
+	f = append(f, v4[:]...)
+	return f[:60], nil // the rest of the capacity is zero padding
 }
 
 // unsolicitedNAFrame builds an unsolicited neighbour advertisement for ip
@@ -178,24 +181,50 @@ func garpFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 // amphora is not a router), target link-layer address option, hop limit
 // 255, checksum computed here.
 func unsolicitedNAFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
-	src := net.IP(ip.AsSlice())
-	eth := &layers.Ethernet{SrcMAC: mac, DstMAC: allNodesMAC, EthernetType: layers.EthernetTypeIPv6}
-	ip6 := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocolICMPv6, SrcIP: src, DstIP: allNodesIP}
-	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborAdvertisement, 0)}
-	if err := icmp.SetNetworkLayerForChecksum(ip6); err != nil {
-		return nil, err
+	if len(mac) != 6 || !ip.Is6() || ip.Is4In6() {
+		return nil, fmt.Errorf("neighbour advertisement for %s from %s: needs an IPv6 address and a 6-byte MAC", ip, mac)
 	}
-	na := &layers.ICMPv6NeighborAdvertisement{
-		Flags:         0x20, // override
-		TargetAddress: src,
-		Options:       layers.ICMPv6Options{{Type: layers.ICMPv6OptTargetAddress, Data: mac}},
+	src, dst := ip.As16(), netip.MustParseAddr("ff02::1").As16()
+	const icmpLen = 4 + 4 + 16 + 8 // header, flags, target, link-layer option
+	f := make([]byte, 0, 14+40+icmpLen)
+	f = append(f, allNodesMAC...)
+	f = append(f, mac...)
+	f = binary.BigEndian.AppendUint16(f, unix.ETH_P_IPV6)
+	f = append(f, 6<<4, 0, 0, 0) // version, traffic class, flow label
+	f = binary.BigEndian.AppendUint16(f, icmpLen)
+	f = append(f, unix.IPPROTO_ICMPV6, 255)
+	f = append(f, src[:]...)
+	f = append(f, dst[:]...)
+	icmp := len(f)
+	f = append(f, 136, 0, 0, 0)  // neighbor advertisement, code, checksum
+	f = append(f, 0x20, 0, 0, 0) // flags: override
+	f = append(f, src[:]...)     // target address
+	f = append(f, 2, 1)          // option: target link-layer address, 8 bytes
+	f = append(f, mac...)
+	binary.BigEndian.PutUint16(f[icmp+2:], icmpv6Checksum(src, dst, f[icmp:]))
+	return f, nil
+}
+
+// icmpv6Checksum is the ICMPv6 checksum of msg (its checksum field zero)
+// with the IPv6 pseudo-header (RFC 4443 2.3, RFC 8200 8.1).
+func icmpv6Checksum(src, dst [16]byte, msg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			sum += uint32(b[len(b)-1]) << 8
+		}
 	}
-	buf := gopacket.NewSerializeBuffer()
-	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	if err := gopacket.SerializeLayers(buf, opts, eth, ip6, icmp, na); err != nil {
-		return nil, err
+	add(src[:])
+	add(dst[:])
+	sum += uint32(len(msg)) + unix.IPPROTO_ICMPV6
+	add(msg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
 	}
-	return buf.Bytes(), nil
+	return ^uint16(sum)
 }
 
 // Announcer advertises the addresses a service starts serving, in the
