@@ -5,6 +5,10 @@
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
+# nomsgpack: gin's MessagePack codec (ugorji/go), which the agent never
+# speaks, is left out: 6.5 MB less code in the binary, 1.7 MiB less idle
+# PSS before internal/memtrim (README, Performance).
+TAGS    := nomsgpack
 BIN     := bin/amphora-agent
 # The Debian package and the amphora image (scripts/build-deb.sh,
 # scripts/build-image.sh).
@@ -22,7 +26,7 @@ help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
 
 build: ## build bin/amphora-agent
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/amphora-agent
+	$(GO) build -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/amphora-agent
 
 deps: ## install the Debian packages the agent and the tests need (idempotent)
 	./scripts/deps.sh

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 	"github.com/octavia-go/amphora-agent/certs"
+	"github.com/octavia-go/amphora-agent/internal/memtrim"
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
@@ -98,6 +100,9 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	} else if sent {
 		log.Debug("systemd notified: ready")
 	}
+	// Memory start-up and bursts of requests leave behind (internal/memtrim).
+	keeper := &memtrim.Keeper{Interval: 2 * time.Second, Threshold: 1 << 20, Log: log}
+	wg.Go(func() { keeper.Run(hbCtx) })
 	err = srv.Serve(ctx, ln)
 	log.Info("amphora agent stopped")
 	return err
