@@ -7,11 +7,12 @@ load balancer laid out as on an amphora (BASE/<lb>/haproxy.cfg,
 BASE/<lb>/<lb>.pid of a running haproxy, BASE/<lb>.sock its stats
 socket), and times build_stats_message() followed by wrap_envelope()
 (what the health sender does before its sendto) in ROUNDS rounds of at
-least MIN_SECONDS each.
+least MIN_SECONDS each, measuring the CPU time of the process
+(time.process_time: waiting for haproxy excluded) and the wall time.
 
 Prints one JSON object: {"listeners": L, "pools": P, "members": M,
-"json_bytes": J, "datagram_bytes": D, "round_ns_per_op": [...],
-"round_ops": [...]}.
+"json_bytes": J, "datagram_bytes": D, "round_cpu_ns_per_op": [...],
+"round_ns_per_op": [...], "round_ops": [...]}.
 
 usage: ref_heartbeat.py BASE_PATH AMPHORA_ID KEY ROUNDS MIN_SECONDS
 """
@@ -51,12 +52,13 @@ def main(argv):
         'members': sum(len(p['members']) for p in msg['pools'].values()),
         'json_bytes': len(json.dumps(msg)),
         'datagram_bytes': len(envelope),
+        'round_cpu_ns_per_op': [],
         'round_ns_per_op': [],
         'round_ops': [],
     }
     for _ in range(rounds):
         ops = 0
-        t0 = time.perf_counter_ns()
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
         while True:
             msg = health_daemon.build_stats_message()
             status_message.wrap_envelope(msg, key)
@@ -64,6 +66,7 @@ def main(argv):
             elapsed = time.perf_counter_ns() - t0
             if elapsed >= min_seconds * 1e9:
                 break
+        out['round_cpu_ns_per_op'].append((time.process_time_ns() - c0) / ops)
         out['round_ns_per_op'].append(elapsed / ops)
         out['round_ops'].append(ops)
     json.dump(out, sys.stdout)

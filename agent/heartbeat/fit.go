@@ -208,3 +208,17 @@ func Wrap(jsonText []byte, key string) ([]byte, error) {
 // encoders serve Wrap and the inspection paths; the sender's loop has its
 // own.
 var encoders = sync.Pool{New: func() any { return new(encoder) }}
+
+// Encode is what the sender does with a message: the datagram of the
+// first Detail whose datagram fits in MaxDatagram (fits false: not even
+// DetailListeners does, pkt is the smallest made). The benchmark's
+// member ceiling uses it.
+func Encode(m *Message, key string) (pkt []byte, d Detail, fits bool, err error) {
+	e := encoders.Get().(*encoder)
+	defer encoders.Put(e)
+	f, err := e.fit(m, key, MaxDatagram)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return bytes.Clone(f.pkt), f.detail, f.fits, nil
+}

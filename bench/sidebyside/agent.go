@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -29,6 +30,8 @@ type Agent struct {
 	HBPort  int // its heartbeat sink
 	HBKey   string
 	TLS     *tls.Config
+	Conf    string   // its configuration file, inside the sandbox
+	Prefix  []string // runs the agent through this (taskset)
 	logPath string
 
 	proc    *os.Process
@@ -36,10 +39,11 @@ type Agent struct {
 	started time.Time
 }
 
-// setupAgent writes the PKI files and the configuration into the sandbox.
-// Both agents get the same certificates, amphora id and heartbeat key,
-// and the same file apart from bind_port and the heartbeat destination.
-func setupAgent(label string, cmd []string, sb *Sandbox, pki *testutil.PKI, amphoraID, hbKey string, hbPort int) (*Agent, error) {
+// setupAgent writes the PKI files and the configuration (at conf, a path
+// inside the sandbox) into the sandbox. Both agents get the same
+// certificates, amphora id and heartbeat key, and the same file apart
+// from bind_port and the heartbeat destination.
+func setupAgent(label string, cmd []string, sb *Sandbox, pki *testutil.PKI, amphoraID, hbKey string, hbPort int, conf string) (*Agent, error) {
 	port, err := freeTCPPort()
 	if err != nil {
 		return nil, err
@@ -79,7 +83,7 @@ func setupAgent(label string, cmd []string, sb *Sandbox, pki *testutil.PKI, amph
 		},
 		"controller_worker": {"loadbalancer_topology": "SINGLE"},
 	}
-	if err := testutil.WriteConfig(sb.Host(confFile), sections); err != nil {
+	if err := testutil.WriteConfig(sb.Host(conf), sections); err != nil {
 		return nil, err
 	}
 	tc, err := clientTLS(pki, amphoraID)
@@ -87,8 +91,8 @@ func setupAgent(label string, cmd []string, sb *Sandbox, pki *testutil.PKI, amph
 		return nil, err
 	}
 	return &Agent{
-		Label: label, Cmd: cmd, SB: sb, Port: port, HBPort: hbPort, HBKey: hbKey, TLS: tc,
-		logPath: filepath.Join(sb.Root, "state", "agent.log"),
+		Label: label, Cmd: cmd, SB: sb, Port: port, HBPort: hbPort, HBKey: hbKey, TLS: tc, Conf: conf,
+		logPath: filepath.Join(sb.Root, "state", label+"-agent.log"),
 	}, nil
 }
 
@@ -137,7 +141,8 @@ func (a *Agent) Start() error {
 		return err
 	}
 	defer logf.Close()
-	cmd := a.SB.Command(false, append(append([]string{}, a.Cmd...), "--config-file", confFile)...)
+	argv := append(append(slices.Clone(a.Prefix), a.Cmd...), "--config-file", a.Conf)
+	cmd := a.SB.Command(false, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	a.started = time.Now()
 	if err := cmd.Start(); err != nil {

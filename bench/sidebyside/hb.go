@@ -142,15 +142,17 @@ type HAProxy struct {
 
 // startHAProxy starts haproxy with the configuration, pid file and user
 // group snippet given as paths inside the sandbox, and waits until the
-// stats socket (a host path) answers and the pid file is written.
-func startHAProxy(ctx context.Context, sb *Sandbox, cfg, pidFile, sockHost, peer string) (*HAProxy, error) {
+// stats socket (a host path) answers and the pid file is written. prefix
+// runs it through a command (taskset) that execs it.
+func startHAProxy(ctx context.Context, sb *Sandbox, cfg, pidFile, sockHost, peer string, prefix ...string) (*HAProxy, error) {
 	logPath := filepath.Join(sb.Root, "state", "haproxy-"+filepath.Base(filepath.Dir(cfg))+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	cmd := sb.Command(true, "/usr/sbin/haproxy", "-W", "-db", "-f", cfg, "-f", ugFile, "-p", pidFile, "-L", peer)
+	argv := append(prefix, "/usr/sbin/haproxy", "-W", "-db", "-f", cfg, "-f", ugFile, "-p", pidFile, "-L", peer)
+	cmd := sb.Command(true, argv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err

@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,18 +38,31 @@ type options struct {
 	out, goBench    string
 	workParent      string
 	keep, quick     bool
+	phases          map[string]bool // the phases to run
 	startups        int
 	requests        int
 	beats, windows  int
 	rounds          int
-	sizes           []int
+	sizes           []lbSize
 	members         int
 	apiListeners    int
 	apiMembers      int
 	hbListeners     int
 	promScrapes     int
+	checkRuns       int
+	dpRuns          int
+	dpDuration      time.Duration
 	settle          time.Duration
 }
+
+// lbSize is a load balancer of Listeners listeners with a pool of
+// Members members each.
+type lbSize struct{ Listeners, Members int }
+
+func (s lbSize) String() string { return fmt.Sprintf("%d×%d", s.Listeners, s.Members) }
+
+// allPhases in the order they run.
+var allPhases = []string{"startup", "api", "heartbeat", "scale", "prom", "dataplane", "ceiling"}
 
 var t0 = time.Now()
 
@@ -88,30 +102,45 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.requests, "requests", 200, "requests per API endpoint")
 	fs.IntVar(&o.beats, "heartbeats", 30, "heartbeats per CPU window")
 	fs.IntVar(&o.windows, "windows", 3, "heartbeat CPU windows per agent (median reported)")
-	fs.IntVar(&o.rounds, "rounds", 5, "rounds of the in-process heartbeat build timing (median reported)")
-	sizes := fs.String("scale", "1,10,50,200", "listener counts of the scale curve")
-	fs.IntVar(&o.members, "members", 40, "members per listener (heartbeat and scale curve)")
-	fs.IntVar(&o.hbListeners, "hb-listeners", 50, "listeners of the heartbeat CPU load balancer")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds of the in-process heartbeat build timing (median reported)")
+	sizes := fs.String("scale", "1x40,10x40,50x40,200x40,20x200", "load balancers of the scale curve: listeners x members per listener")
+	fs.IntVar(&o.members, "members", 40, "members per listener of the heartbeat load balancer")
+	fs.IntVar(&o.hbListeners, "hb-listeners", 50, "listeners of the heartbeat load balancer")
 	fs.IntVar(&o.apiListeners, "api-listeners", 200, "listeners of the uploaded haproxy configuration")
 	fs.IntVar(&o.apiMembers, "api-members", 4, "members per listener of the uploaded configuration")
-	fs.IntVar(&o.promScrapes, "prom-scrapes", 30, "scrapes of each Prometheus proxy (0 skips the phase)")
+	fs.IntVar(&o.promScrapes, "prom-scrapes", 15, "scrapes of each Prometheus proxy")
+	fs.IntVar(&o.checkRuns, "check-runs", 15, "timed `haproxy -c` runs on the uploaded configuration (the upload's floor)")
+	fs.IntVar(&o.dpRuns, "dp-runs", 3, "data-plane share: load runs per variant (ours, reference, no agent), alternating")
+	fs.DurationVar(&o.dpDuration, "dp-duration", 20*time.Second, "data-plane share: length of one load run")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "quiet time before a memory sample")
+	only := fs.String("only", strings.Join(allPhases, ","), "phases to run, comma-separated: "+strings.Join(allPhases, ", "))
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if o.ours == "" {
 		return nil, errors.New("-agent is required")
 	}
-	for _, f := range strings.Split(*sizes, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("-scale: bad size %q", f)
+	o.phases = map[string]bool{}
+	for _, p := range strings.Split(*only, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allPhases, p) {
+			return nil, fmt.Errorf("-only: no phase %q (phases: %s)", p, strings.Join(allPhases, ", "))
 		}
-		o.sizes = append(o.sizes, n)
+		o.phases[p] = true
+	}
+	for _, f := range strings.Split(*sizes, ",") {
+		l, m, ok := strings.Cut(strings.TrimSpace(f), "x")
+		nl, err1 := strconv.Atoi(l)
+		nm, err2 := strconv.Atoi(m)
+		if !ok || err1 != nil || err2 != nil || nl < 1 || nm < 1 {
+			return nil, fmt.Errorf("-scale: bad size %q (want LISTENERSxMEMBERS)", f)
+		}
+		o.sizes = append(o.sizes, lbSize{nl, nm})
 	}
 	if o.quick {
-		o.startups, o.requests, o.beats, o.windows, o.rounds, o.promScrapes = 2, 20, 5, 1, 2, 5
-		o.sizes = []int{1, 10}
+		o.startups, o.requests, o.beats, o.windows, o.rounds, o.promScrapes, o.checkRuns = 2, 20, 5, 1, 2, 5, 3
+		o.dpRuns, o.dpDuration = 1, 5*time.Second
+		o.sizes = []lbSize{{1, 40}, {10, 40}}
 		o.settle = time.Second
 	}
 	return o, nil
@@ -162,7 +191,7 @@ func run(ctx context.Context, args []string) error {
 		defer os.RemoveAll(work)
 	}
 
-	amphoraID, lbID, hbKey := randomUUID(), uuidN(kindLB, 1), randomHex(16)
+	amphoraID, lbID, hbKey := randomUUID(), randomUUID(), randomHex(16)
 	pki, err := testutil.NewPKI(filepath.Join(work, "pki"), amphoraID)
 	if err != nil {
 		return err
@@ -171,32 +200,42 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	run := o.phases
 
-	// Configurations from Octavia's own templater.
+	// Configurations from Octavia's own templater, with random UUIDs as
+	// in production (they are what makes heartbeats large).
 	progress("rendering haproxy configurations with Octavia's templater")
-	specs := map[string]testutil.RenderSpec{
-		"api": lbSpec(amphoraID, lbID, baseDir, "198.51.100.10", o.apiListeners, o.apiMembers),
-		"hb":  lbSpec(amphoraID, lbID, baseDir, "127.0.0.1", o.hbListeners, o.members),
+	hbSpec := lbSpec(amphoraID, lbID, baseDir, "127.0.0.1", o.hbListeners, o.members)
+	specs := map[string]testutil.RenderSpec{}
+	if run["api"] {
+		specs["api"] = lbSpec(amphoraID, lbID, baseDir, "198.51.100.10", o.apiListeners, o.apiMembers)
 	}
-	if o.promScrapes > 0 {
+	if run["heartbeat"] {
+		specs["hb"] = hbSpec
+	}
+	if run["prom"] {
 		// the heartbeat's load balancer plus a PROMETHEUS listener
-		spec := lbSpec(amphoraID, lbID, filepath.Join(work, "prom"), "127.0.0.1", o.hbListeners, o.members)
-		spec.Listeners = append(spec.Listeners, testutil.RenderListener{
-			ID: uuidN(kindListener, 999), Protocol: "PROMETHEUS", Port: 9100, ConnectionLimit: 20})
+		spec := hbSpec
+		spec.BasePath, spec.CertDir = filepath.Join(work, "prom"), filepath.Join(work, "prom", "certs")
+		spec.Listeners = append(slices.Clone(hbSpec.Listeners), testutil.RenderListener{
+			ID: randomUUID(), Protocol: "PROMETHEUS", Port: 9100, ConnectionLimit: 20})
 		specs["prom"] = spec
 	}
-	for _, n := range o.sizes {
-		specs["scale"+strconv.Itoa(n)] = lbSpec(amphoraID, lbID, filepath.Join(work, "scale", strconv.Itoa(n)), "127.0.0.1", n, o.members)
+	if run["dataplane"] {
+		specs["dp"] = dataPlaneSpec(hbSpec)
+	}
+	if run["scale"] {
+		for _, sz := range o.sizes {
+			specs["scale"+sz.String()] = lbSpec(amphoraID, lbID, filepath.Join(work, "scale", sz.String()), "127.0.0.1", sz.Listeners, sz.Members)
+		}
 	}
 	cfgs, err := renderAll(ctx, specs)
 	if err != nil {
 		return err
 	}
-	scaleCfgs := map[int][]byte{}
-	for _, n := range o.sizes {
-		scaleCfgs[n] = cfgs["scale"+strconv.Itoa(n)]
+	if run["api"] {
+		progress("uploaded configuration: %d listeners x %d members, %d bytes", o.apiListeners, o.apiMembers, len(cfgs["api"]))
 	}
-	progress("uploaded configuration: %d listeners x %d members, %d bytes", o.apiListeners, o.apiMembers, len(cfgs["api"]))
 
 	// Sandboxes, sinks, agents.
 	var sandboxes []*Sandbox
@@ -236,74 +275,120 @@ func run(ctx context.Context, args []string) error {
 		if label == "ours" {
 			cmd = []string{ours}
 		}
-		a, err := setupAgent(label, cmd, sb, pki, amphoraID, hbKey, sink.Port())
+		a, err := setupAgent(label, cmd, sb, pki, amphoraID, hbKey, sink.Port(), confFile)
 		if err != nil {
 			return err
 		}
 		agents = append(agents, a)
 	}
-	scaleSB, err := newSB("scale")
-	if err != nil {
-		return err
-	}
 
 	res := map[string]*side{"reference": {}, "ours": {}}
-
-	progress("phase 1/5: start-up (%d timed runs each, after one warm-up run)", o.startups)
-	if err := startupPhase(ctx, agents, res, 1, o.startups); err != nil {
-		return err
-	}
-
-	progress("phase 2/5: memory and API latency (%d requests per endpoint, one keep-alive session)", o.requests)
-	eps := []endpoint{
-		{"GET /1.0/info", "GET", "/1.0/info", nil},
-		{"GET /1.0/details", "GET", "/1.0/details", nil},
-		{fmt.Sprintf("PUT haproxy config (%d listeners)", o.apiListeners), "PUT",
-			"/1.0/loadbalancer/" + amphoraID + "/" + lbID + "/haproxy", cfgs["api"]},
-		{"PUT LB certificate", "PUT", "/1.0/loadbalancer/" + lbID + "/certificates/" + uuidN(kindListener, 0) + ".pem", certPEM},
-		{"GET /1.0/listeners", "GET", "/1.0/listeners", nil},
-	}
-	for _, a := range agents {
-		if err := resetBase(a.SB); err != nil {
-			return err
+	rep := &report{o: o, facts: facts, ref: res["reference"], ours: res["ours"], uploadBytes: len(cfgs["api"]), certBytes: len(certPEM)}
+	step, steps := 0, 0
+	for _, p := range allPhases {
+		if run[p] {
+			steps++
 		}
-		if err := apiPhase(ctx, a, res[a.Label], eps, o.requests, o.settle); err != nil {
+	}
+	phase := func(format string, args ...any) {
+		step++
+		progress("phase %d/%d: %s", step, steps, fmt.Sprintf(format, args...))
+	}
+
+	if run["startup"] {
+		phase("start-up (%d timed runs each, after one warm-up run)", o.startups)
+		if err := startupPhase(ctx, agents, res, 1, o.startups); err != nil {
 			return err
 		}
 	}
 
-	progress("phase 3/5: heartbeat CPU (%d x %d heartbeats at 1 s, %d listeners x %d members)", o.windows, o.beats, o.hbListeners, o.members)
+	if run["api"] {
+		phase("memory and API latency (%d requests per endpoint, one keep-alive session)", o.requests)
+		rep.eps = []endpoint{
+			{"GET /1.0/info", "GET", "/1.0/info", nil},
+			{"GET /1.0/details", "GET", "/1.0/details", nil},
+			{fmt.Sprintf("PUT haproxy config (%d listeners)", o.apiListeners), "PUT",
+				"/1.0/loadbalancer/" + amphoraID + "/" + lbID + "/haproxy", cfgs["api"]},
+			{"PUT LB certificate", "PUT", "/1.0/loadbalancer/" + lbID + "/certificates/" + randomUUID() + ".pem", certPEM},
+			{"GET /1.0/listeners", "GET", "/1.0/listeners", nil},
+		}
+		for _, a := range agents {
+			if err := resetBase(a.SB); err != nil {
+				return err
+			}
+			if err := apiPhase(ctx, a, res[a.Label], rep.eps, o.requests, o.settle); err != nil {
+				return err
+			}
+		}
+		// The floor of an upload: haproxy -c on the configuration the
+		// agent stored, in its sandbox.
+		if rep.checkFloor, err = checkFloor(ctx, agents[1].SB, lbID, haproxy.PeerName(amphoraID), o.checkRuns); err != nil {
+			return err
+		}
+		progress("haproxy -c on the stored configuration: p50 %v over %d runs", rep.checkFloor.Round(100*time.Microsecond), o.checkRuns)
+	}
+
 	peer := haproxy.PeerName(amphoraID)
-	for _, a := range agents {
-		if err := heartbeatPhase(ctx, a, sinks[a.Label], res[a.Label], cfgs["hb"], lbID, peer, o.hbListeners, o.beats, o.windows); err != nil {
+	if run["heartbeat"] {
+		phase("heartbeat CPU (%d x %d heartbeats at 1 s, %d listeners x %d members)", o.windows, o.beats, o.hbListeners, o.members)
+		for _, a := range agents {
+			if err := heartbeatPhase(ctx, a, sinks[a.Label], res[a.Label], cfgs["hb"], lbID, peer, o.hbListeners, o.beats, o.windows, o.settle); err != nil {
+				return err
+			}
+		}
+	}
+
+	var scaleSB *Sandbox
+	if run["scale"] || run["prom"] || run["dataplane"] {
+		if scaleSB, err = newSB("scale"); err != nil {
+			return err
+		}
+	}
+	if run["scale"] {
+		phase("heartbeat build scale curve (in-process CPU time, %d rounds of >= 1 s)", o.rounds)
+		scaleCfgs := map[lbSize][]byte{}
+		for _, sz := range o.sizes {
+			scaleCfgs[sz] = cfgs["scale"+sz.String()]
+		}
+		if rep.scale, err = scalePhase(ctx, scaleSB, work, repo, scaleCfgs, o.sizes, amphoraID, lbID, hbKey, o.rounds); err != nil {
 			return err
 		}
 	}
 
-	progress("phase 4/5: heartbeat build scale curve (in-process, %d rounds of >= 1 s)", o.rounds)
-	scale, err := scalePhase(ctx, scaleSB, work, repo, scaleCfgs, o.sizes, o.members, amphoraID, lbID, hbKey, o.rounds)
-	if err != nil {
-		return err
-	}
-
-	if o.promScrapes > 0 {
-		progress("phase 5/5: Prometheus proxy scrapes (%d each, %d listeners x %d members + a PROMETHEUS listener)", o.promScrapes, o.hbListeners, o.members)
+	if run["prom"] {
+		phase("Prometheus proxy scrapes (%d each, %d listeners x %d members + a PROMETHEUS listener)", o.promScrapes, o.hbListeners, o.members)
 		if err := promPhase(ctx, scaleSB, work, repo, ours, cfgs["prom"], lbID, peer, o.promScrapes, res); err != nil {
 			return err
 		}
 	}
 
+	if run["dataplane"] {
+		phase("data-plane share (%d x %v of load per variant: ours, reference, no agent)", o.dpRuns, o.dpDuration)
+		dpSB, err := newSB("dataplane")
+		if err != nil {
+			return err
+		}
+		if rep.dp, err = dataPlanePhase(ctx, dpSB, agents, sinks, pki, amphoraID, hbKey, cfgs["dp"], lbID, peer, o); err != nil {
+			return err
+		}
+	}
+
+	if run["ceiling"] {
+		phase("member ceiling (in-process, random UUIDs, pools of %d)", ceilingPool)
+		if rep.ceiling, err = ceilingPhase(ctx, repo, hbKey); err != nil {
+			return err
+		}
+	}
+
 	facts.finish()
-	var goBench string
 	if o.goBench != "" {
 		data, err := os.ReadFile(o.goBench)
 		if err != nil {
 			return err
 		}
-		goBench = string(data)
+		rep.goBench = string(data)
 	}
-	rep := report{o: o, facts: facts, ref: res["reference"], ours: res["ours"], scale: scale, eps: eps,
-		goBench: goBench, elapsed: time.Since(t0), uploadBytes: len(cfgs["api"]), certBytes: len(certPEM)}
+	rep.elapsed = time.Since(t0)
 	text := rep.markdown()
 	fmt.Printf("%s\n\n%s", rep.headline(), rep.table())
 	if o.out != "" {

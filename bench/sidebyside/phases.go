@@ -9,10 +9,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
-	"testing"
+	"syscall"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
@@ -33,10 +34,12 @@ type side struct {
 	APICPU      float64 // seconds, whole tree incl. helper processes
 
 	HBWindows   []float64       // CPU seconds of the tree per window
+	HBHAProxy   []float64       // CPU seconds haproxy spent in the same windows
 	HBWall      []time.Duration // wall time per window
 	HBListeners int
 	HBMembers   int
 	HBBytes     int
+	WithLB      memSample // memory with the load balancer heartbeated
 
 	PromLatency    []time.Duration // one per scrape
 	PromCPU        float64         // seconds of the proxy over PromScrapes
@@ -152,8 +155,12 @@ func resetBase(sb *Sandbox) error {
 // agent, waits for heartbeats that report every listener, and measures
 // the CPU of the agent's tree over `windows` windows of `beats`
 // consecutive heartbeats (from the arrival of one heartbeat to the
-// arrival of the beats-th next one).
-func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []byte, lbID, peer string, listeners, beats, windows int) error {
+// arrival of the beats-th next one), and haproxy's CPU over the same
+// windows: what it costs haproxy to answer the agent's statistics
+// queries (it has no other work: no traffic, no health checks), the
+// floor of the agent's own cost. The agent's memory is sampled at the
+// end, with the load balancer still heartbeated.
+func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []byte, lbID, peer string, listeners, beats, windows int, settle time.Duration) error {
 	if err := resetBase(a.SB); err != nil {
 		return err
 	}
@@ -192,7 +199,7 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 		}
 	}
 	start := time.Now()
-	cpu0 := cpuTicks(treeStats(a.PID()))
+	cpu0, hcpu0 := cpuTicks(treeStats(a.PID())), cpuTicks(treeStats(hp.proc.Pid))
 	for w := range windows {
 		var last beat
 		for range beats {
@@ -205,67 +212,97 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 			}
 			last = b
 		}
-		cpu1 := cpuTicks(treeStats(a.PID()))
+		cpu1, hcpu1 := cpuTicks(treeStats(a.PID())), cpuTicks(treeStats(hp.proc.Pid))
 		r.HBWindows = append(r.HBWindows, ticksToSeconds(cpu1-cpu0))
+		r.HBHAProxy = append(r.HBHAProxy, ticksToSeconds(hcpu1-hcpu0))
 		r.HBWall = append(r.HBWall, last.At.Sub(start))
 		r.HBListeners, r.HBMembers, r.HBBytes = last.Listeners, last.Members, last.Size
-		progress("%s: heartbeat window %d/%d: %d beats in %v, CPU %.2f s (%d listeners, %d members, %d-byte datagrams)",
-			a.Label, w+1, windows, beats, last.At.Sub(start).Round(time.Millisecond), ticksToSeconds(cpu1-cpu0),
+		progress("%s: heartbeat window %d/%d: %d beats in %v, CPU %.2f s, haproxy %.2f s (%d listeners, %d members, %d-byte datagrams)",
+			a.Label, w+1, windows, beats, last.At.Sub(start).Round(time.Millisecond), ticksToSeconds(cpu1-cpu0), ticksToSeconds(hcpu1-hcpu0),
 			last.Listeners, last.Members, last.Size)
-		cpu0, start = cpu1, last.At
+		cpu0, hcpu0, start = cpu1, hcpu1, last.At
 	}
+	if err := sleepCtx(ctx, settle); err != nil {
+		return err
+	}
+	r.WithLB = memoryMedian(a.PID(), 5, 200*time.Millisecond)
+	progress("%s: with the %d-listener load balancer: PSS %.1f MiB, RSS %.1f MiB", a.Label, listeners, mib(r.WithLB.PSSKiB), mib(r.WithLB.RSSKiB))
 	return nil
 }
 
-// scalePoint is the in-process heartbeat build time of both agents for
-// one load balancer size.
-type scalePoint struct {
-	Listeners, Members int
-	RefNs, OursNs      float64 // median over rounds of the mean time per build
-	RefErr             string
-	RefBytes           int
-	OursBytes          int
-	OursAllocs         int64
-	RefSeen, OursSeen  [3]int // listeners, pools, members reported
+// checkFloor times `haproxy -c` on the configuration the agent stored
+// for the load balancer, as the agents run it (peer name, user/group
+// file), n times in the sandbox: the floor of an upload's latency.
+func checkFloor(ctx context.Context, sb *Sandbox, lbID, peer string, n int) (time.Duration, error) {
+	cfg := baseDir + "/" + lbID + "/haproxy.cfg"
+	var took []time.Duration
+	for i := range n {
+		cmd := sb.Command(false, "/usr/sbin/haproxy", "-c", "-L", peer, "-f", cfg, "-f", ugFile)
+		t0 := time.Now()
+		out, err := cmd.CombinedOutput()
+		d := time.Since(t0)
+		if err != nil {
+			return 0, fmt.Errorf("haproxy -c run %d: %w: %s", i, err, tail(string(out), 500))
+		}
+		took = append(took, d)
+	}
+	return pct(took, 50), nil
 }
+
+// scalePoint is the in-process CPU time of one heartbeat build of both
+// agents for one load balancer size.
+type scalePoint struct {
+	Size              lbSize
+	RefNs, OursNs     float64 // CPU time per build: median over rounds
+	RefErr            string
+	RefBytes          int
+	OursBytes         int
+	OursAllocs        float64
+	RefSeen, OursSeen [3]int // listeners, pools, members reported
+}
+
+func (p scalePoint) members() int { return p.Size.Listeners * p.Size.Members }
 
 // scalePhase times one heartbeat build (stats query, parse, message,
 // zlib, HMAC) in-process for each size, both implementations against the
 // same running haproxy: the reference through its own
 // build_stats_message + wrap_envelope (bench/ref_heartbeat.py), ours
-// through heartbeat.Sender.Build + heartbeat.Wrap under testing.Benchmark,
-// with the agent's production source of running load balancers.
-func scalePhase(ctx context.Context, sb *Sandbox, work, repo string, cfgs map[int][]byte, sizes []int, members int,
+// through heartbeat.Sender.Preview with the agent's production source of
+// running load balancers. The figure is the CPU time of the process
+// (every thread: garbage collection included, waiting for haproxy
+// excluded) per build.
+func scalePhase(ctx context.Context, sb *Sandbox, work, repo string, cfgs map[lbSize][]byte, sizes []lbSize,
 	amphoraID, lbID, key string, rounds int) ([]scalePoint, error) {
 	var out []scalePoint
 	peer := haproxy.PeerName(amphoraID)
-	for _, n := range sizes {
-		base := filepath.Join(work, "scale", strconv.Itoa(n))
+	for _, sz := range sizes {
+		base := filepath.Join(work, "scale", sz.String())
 		dir := filepath.Join(base, lbID)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
 		cfgPath := filepath.Join(dir, "haproxy.cfg")
-		if err := os.WriteFile(cfgPath, cfgs[n], 0o600); err != nil {
+		if err := os.WriteFile(cfgPath, cfgs[sz], 0o600); err != nil {
 			return nil, err
 		}
 		hp, err := startHAProxy(ctx, sb, cfgPath, filepath.Join(dir, lbID+".pid"), filepath.Join(base, lbID+".sock"), peer)
 		if err != nil {
-			return nil, fmt.Errorf("scale %d: %w", n, err)
+			return nil, fmt.Errorf("scale %v: %w", sz, err)
 		}
-		p := scalePoint{Listeners: n, Members: members}
+		p := scalePoint{Size: sz}
 		err = func() error {
 			defer hp.Stop()
 			if err := scaleReference(ctx, &p, repo, base, amphoraID, key, rounds); err != nil {
 				p.RefErr = err.Error()
-				progress("scale %d x %d: reference failed: %v", n, members, err)
+				progress("scale %v: reference failed: %v", sz, err)
 			}
 			return scaleOurs(ctx, &p, base, amphoraID, key, rounds)
 		}()
 		if err != nil {
 			return nil, err
 		}
-		progress("scale %d x %d: reference %.2f ms, ours %.3f ms per build", n, members, p.RefNs/1e6, p.OursNs/1e6)
+		progress("scale %v: CPU per build: reference %.2f ms, ours %.3f ms (per member: %.1f µs, %.2f µs)", sz,
+			p.RefNs/1e6, p.OursNs/1e6, p.RefNs/1e3/float64(p.members()), p.OursNs/1e3/float64(p.members()))
 		out = append(out, p)
 	}
 	return out, nil
@@ -287,7 +324,7 @@ func scaleReference(ctx context.Context, p *scalePoint, repo, base, amphoraID, k
 	var r struct {
 		Listeners, Pools, Members int
 		DatagramBytes             int       `json:"datagram_bytes"`
-		Rounds                    []float64 `json:"round_ns_per_op"`
+		Rounds                    []float64 `json:"round_cpu_ns_per_op"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
 		return fmt.Errorf("ref_heartbeat.py output: %w: %s", err, out)
@@ -295,8 +332,8 @@ func scaleReference(ctx context.Context, p *scalePoint, repo, base, amphoraID, k
 	p.RefSeen = [3]int{r.Listeners, r.Pools, r.Members}
 	p.RefBytes = r.DatagramBytes
 	p.RefNs = median(r.Rounds)
-	if r.Listeners != p.Listeners || r.Members != p.Listeners*p.Members {
-		return fmt.Errorf("reference reported %d listeners / %d members, want %d / %d", r.Listeners, r.Members, p.Listeners, p.Listeners*p.Members)
+	if r.Listeners != p.Size.Listeners || r.Members != p.members() {
+		return fmt.Errorf("reference reported %d listeners / %d members, want %d / %d", r.Listeners, r.Members, p.Size.Listeners, p.members())
 	}
 	return nil
 }
@@ -315,58 +352,56 @@ func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, 
 	src := heartbeat.Sources{LoadBalancers: haproxy.NewInventory(base, nil, log), VRRP: keepalived.VRRPPaths(base)}
 	s := heartbeat.New(store, src, log)
 
-	js, err := s.Build(ctx)
+	pv, err := s.Preview(ctx)
 	if err != nil {
 		return fmt.Errorf("ours: build: %w", err)
 	}
-	pkt, err := heartbeat.Wrap(js, key)
-	if err != nil {
-		return err
-	}
-	p.OursBytes = len(pkt)
+	p.OursBytes = pv.Datagram
 	var msg struct {
 		Listeners map[string]json.RawMessage `json:"listeners"`
 		Pools     map[string]struct {
 			Members map[string]string `json:"members"`
 		} `json:"pools"`
 	}
-	if err := json.Unmarshal(js, &msg); err != nil {
+	if err := json.Unmarshal(pv.JSON, &msg); err != nil {
 		return err
 	}
 	p.OursSeen[0], p.OursSeen[1] = len(msg.Listeners), len(msg.Pools)
 	for _, pl := range msg.Pools {
 		p.OursSeen[2] += len(pl.Members)
 	}
-	if p.OursSeen[0] != p.Listeners || p.OursSeen[2] != p.Listeners*p.Members {
-		return fmt.Errorf("ours reported %d listeners / %d members, want %d / %d", p.OursSeen[0], p.OursSeen[2], p.Listeners, p.Listeners*p.Members)
+	if p.OursSeen[0] != p.Size.Listeners || p.OursSeen[2] != p.members() || pv.Detail != heartbeat.DetailFull {
+		return fmt.Errorf("ours reported %d listeners / %d members (detail %v), want %d / %d",
+			p.OursSeen[0], p.OursSeen[2], pv.Detail, p.Size.Listeners, p.members())
 	}
 	var perOp []float64
 	for range rounds {
-		var berr error
-		res := testing.Benchmark(func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				js, err := s.Build(ctx)
-				if err == nil {
-					_, err = heartbeat.Wrap(js, key)
-				}
-				if err != nil {
-					berr = err
-					return
-				}
+		runtime.GC()
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		cpu0, t0, n := processCPU(), time.Now(), 0
+		for n == 0 || time.Since(t0) < time.Second {
+			if _, err := s.Preview(ctx); err != nil {
+				return fmt.Errorf("ours: build: %w", err)
 			}
-		})
-		if berr != nil {
-			return fmt.Errorf("ours: build: %w", berr)
+			n++
 		}
-		if res.N == 0 {
-			return fmt.Errorf("ours: benchmark did not run")
-		}
-		perOp = append(perOp, float64(res.T.Nanoseconds())/float64(res.N))
-		p.OursAllocs = res.AllocsPerOp()
+		cpu := processCPU() - cpu0
+		runtime.ReadMemStats(&ms1)
+		perOp = append(perOp, float64(cpu.Nanoseconds())/float64(n))
+		p.OursAllocs = float64(ms1.Mallocs-ms0.Mallocs) / float64(n)
 	}
 	p.OursNs = median(perOp)
 	return nil
+}
+
+// processCPU is the CPU time of this process so far (all threads).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func median(v []float64) float64 {

@@ -9,31 +9,23 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-// uuidN is a deterministic UUID-shaped id: kind distinguishes objects.
-func uuidN(kind, n int) string {
-	return fmt.Sprintf("%08x-0000-4000-8000-%012d", 0xabe00000+kind, n)
-}
-
-// Object kinds of the generated load balancers.
-const (
-	kindLB = iota + 1
-	kindListener
-	kindPool
-	kindMember
-)
-
 // lbSpec describes a load balancer for Octavia's own templater
 // (test/interop/render_haproxy.py): listeners HTTP listeners on
-// vip:10001.., each with a pool of members servers. Health monitors are
-// off (haproxy stays quiet); one member in four is disabled and one in
-// four has weight 0, so the reports carry "no check", MAINT and DRAIN.
-// connection_limit stays small: the global maxconn is their sum and the
-// fd hard limit here is 20000.
+// vip:10001.., each with a pool of members servers, every object with a
+// random UUID as in production (they are what a heartbeat carries, and
+// they do not compress). Health monitors are off (haproxy stays quiet);
+// one member in four is disabled and one in four has weight 0, so the
+// reports carry "no check", MAINT and DRAIN. connection_limit stays
+// small: the global maxconn is their sum and the fd hard limit here is
+// 20000.
 func lbSpec(amphoraID, lbID, base, vip string, listeners, members int) testutil.RenderSpec {
 	spec := testutil.RenderSpec{
 		AmphoraID: amphoraID, LBID: lbID, BasePath: base, CertDir: base + "/certs", VIP: vip,
@@ -41,11 +33,11 @@ func lbSpec(amphoraID, lbID, base, vip string, listeners, members int) testutil.
 	off := false
 	for l := range listeners {
 		rl := testutil.RenderListener{
-			ID: uuidN(kindListener, l), Protocol: "HTTP", Port: 10001 + l,
-			PoolID: uuidN(kindPool, l), ConnectionLimit: 20, Monitor: &off,
+			ID: randomUUID(), Protocol: "HTTP", Port: 10001 + l,
+			PoolID: randomUUID(), ConnectionLimit: 20, Monitor: &off,
 		}
 		for m := range members {
-			rm := testutil.RenderMember{ID: uuidN(kindMember, l*1000+m), Address: "127.0.0.2", Port: 8000 + m, Weight: 1}
+			rm := testutil.RenderMember{ID: randomUUID(), Address: "127.0.0.2", Port: 8000 + m, Weight: 1}
 			switch m % 4 {
 			case 1:
 				rm.Enabled = &off
@@ -56,6 +48,28 @@ func lbSpec(amphoraID, lbID, base, vip string, listeners, members int) testutil.
 		}
 		spec.Listeners = append(spec.Listeners, rl)
 	}
+	return spec
+}
+
+// dpMemberAddr is the member server of the data-plane phase, inside the
+// sandbox's namespace.
+const dpMemberAddr = "127.0.0.1:18080"
+
+// dataPlaneSpec is the heartbeat's load balancer with the members of its
+// first listener on the data-plane phase's member server, and a
+// connection limit that does not throttle the load.
+func dataPlaneSpec(hb testutil.RenderSpec) testutil.RenderSpec {
+	spec := hb
+	spec.Listeners = slices.Clone(hb.Listeners)
+	l := spec.Listeners[0]
+	l.ConnectionLimit = 2000
+	l.Members = slices.Clone(l.Members)
+	host, port, _ := strings.Cut(dpMemberAddr, ":")
+	p, _ := strconv.Atoi(port)
+	for i := range l.Members {
+		l.Members[i].Address, l.Members[i].Port = host, p
+	}
+	spec.Listeners[0] = l
 	return spec
 }
 

@@ -87,6 +87,9 @@ type report struct {
 	ref, ours   *side
 	scale       []scalePoint
 	eps         []endpoint
+	checkFloor  time.Duration // haproxy -c on the uploaded configuration, p50
+	dp          *dpResult
+	ceiling     *ceilingResult
 	goBench     string
 	elapsed     time.Duration
 	uploadBytes int
@@ -96,7 +99,8 @@ type report struct {
 type row struct {
 	name      string
 	ref, ours float64
-	unit      string // how to print: "MiB", "ms", "s", "n"
+	floor     float64 // what ours cannot go below (0: none)
+	unit      string  // how to print: "MiB", "ms", "s", "n", "µs", "x" (a share)
 	noRatio   bool
 	refNA     bool // the reference could not be measured
 }
@@ -105,7 +109,9 @@ func (r row) cell(v float64) string {
 	switch r.unit {
 	case "n":
 		return fmt.Sprintf("%.0f", v)
-	case "ms":
+	case "x":
+		return fmt.Sprintf("%.3f", v)
+	case "ms", "µs":
 		switch {
 		case v >= 100:
 			return fmt.Sprintf("%.0f", v)
@@ -127,7 +133,10 @@ func (r row) ratio() string {
 	if r.noRatio || r.ref == 0 {
 		return "–"
 	}
-	q := r.ours / r.ref
+	return ratioText(r.ours / r.ref)
+}
+
+func ratioText(q float64) string {
 	switch {
 	case q == 0:
 		return "0"
@@ -144,50 +153,100 @@ func ms(d time.Duration) float64 { return float64(d) / 1e6 }
 
 func (rep *report) rows() []row {
 	ref, ours, o := rep.ref, rep.ours, rep.o
-	reqs := rep.requests()
-	rows := []row{
-		{name: "Memory idle after start: PSS of the process tree (MiB)", ref: mib(ref.Idle.PSSKiB), ours: mib(ours.Idle.PSSKiB)},
-		{name: "Memory idle after start: RSS of the process tree (MiB)", ref: mib(ref.Idle.RSSKiB), ours: mib(ours.Idle.RSSKiB)},
-		{name: "Memory after " + reqs + " API requests: PSS (MiB)", ref: mib(ref.After.PSSKiB), ours: mib(ours.After.PSSKiB)},
-		{name: "Memory after " + reqs + " API requests: RSS (MiB)", ref: mib(ref.After.RSSKiB), ours: mib(ours.After.RSSKiB)},
-		{name: "Processes in the agent tree", ref: float64(ref.Idle.Procs), ours: float64(ours.Idle.Procs), unit: "n", noRatio: true},
-		{name: fmt.Sprintf("Start-up: process start → first `GET /` over mTLS (ms, median of %d)", len(ours.Startups)),
-			ref: ms(medianDur(ref.Startups)), ours: ms(medianDur(ours.Startups)), unit: "ms"},
+	var rows []row
+	lb := fmt.Sprintf("%d×%d LB", o.hbListeners, o.members)
+	if o.phases["api"] {
+		reqs := rep.requests()
+		rows = append(rows,
+			row{name: "Memory idle after start: PSS of the process tree (MiB)", ref: mib(ref.Idle.PSSKiB), ours: mib(ours.Idle.PSSKiB)},
+			row{name: "Memory idle after start: RSS of the process tree (MiB)", ref: mib(ref.Idle.RSSKiB), ours: mib(ours.Idle.RSSKiB)},
+			row{name: "Memory after " + reqs + " API requests: PSS (MiB)", ref: mib(ref.After.PSSKiB), ours: mib(ours.After.PSSKiB)},
+			row{name: "Memory after " + reqs + " API requests: RSS (MiB)", ref: mib(ref.After.RSSKiB), ours: mib(ours.After.RSSKiB)},
+		)
 	}
-	for _, ep := range rep.eps {
-		for _, p := range []int{50, 99} {
-			rows = append(rows, row{name: fmt.Sprintf("%s p%d (ms)", ep.Name, p),
-				ref: ms(pct(ref.Latency[ep.Name], p)), ours: ms(pct(ours.Latency[ep.Name], p)), unit: "ms"})
+	if o.phases["heartbeat"] {
+		rows = append(rows,
+			row{name: "Memory with the " + lb + " heartbeated every second: PSS (MiB)", ref: mib(ref.WithLB.PSSKiB), ours: mib(ours.WithLB.PSSKiB)},
+			row{name: "Memory with the " + lb + " heartbeated every second: RSS (MiB)", ref: mib(ref.WithLB.RSSKiB), ours: mib(ours.WithLB.RSSKiB)},
+		)
+	}
+	if o.phases["api"] {
+		rows = append(rows, row{name: "Processes in the agent tree", ref: float64(ref.Idle.Procs), ours: float64(ours.Idle.Procs), unit: "n", noRatio: true})
+	}
+	if o.phases["startup"] {
+		rows = append(rows, row{name: fmt.Sprintf("Start-up: process start → first `GET /` over mTLS (ms, median of %d)", len(ours.Startups)),
+			ref: ms(medianDur(ref.Startups)), ours: ms(medianDur(ours.Startups)), unit: "ms"})
+	}
+	if o.phases["api"] {
+		reqs := rep.requests()
+		for i, ep := range rep.eps {
+			for _, p := range []int{50, 99} {
+				r := row{name: fmt.Sprintf("%s p%d (ms)", ep.Name, p), ref: ms(pct(ref.Latency[ep.Name], p)), ours: ms(pct(ours.Latency[ep.Name], p)), unit: "ms"}
+				if i == 2 && p == 50 {
+					r.name += "; floor: `haproxy -c` on the same configuration, p50"
+					r.floor = ms(rep.checkFloor)
+				}
+				rows = append(rows, r)
+			}
 		}
+		rows = append(rows,
+			row{name: "TLS connections opened for the " + reqs + " requests (one keep-alive client)", ref: float64(ref.NewConns), ours: float64(ours.NewConns), unit: "n"},
+			row{name: "CPU of the tree for the " + reqs + " requests, helpers included (s)", ref: ref.APICPU, ours: ours.APICPU, unit: "s"},
+		)
 	}
-	rows = append(rows,
-		row{name: "TLS connections opened for the " + reqs + " requests (one keep-alive client)", ref: float64(ref.NewConns), ours: float64(ours.NewConns), unit: "n"},
-		row{name: "CPU of the tree for the " + reqs + " requests, helpers included (s)", ref: ref.APICPU, ours: ours.APICPU, unit: "s"},
-		row{name: fmt.Sprintf("Heartbeat: CPU of the tree over %d heartbeats at 1 s, %d×%d LB (s, median of %d)", o.beats, o.hbListeners, o.members, len(ours.HBWindows)),
-			ref: median(ref.HBWindows), ours: median(ours.HBWindows), unit: "s"},
-		row{name: "Heartbeat: CPU per heartbeat (ms)", ref: median(ref.HBWindows) * 1000 / float64(o.beats), ours: median(ours.HBWindows) * 1000 / float64(o.beats), unit: "ms"},
-	)
+	if o.phases["heartbeat"] {
+		perBeat := func(w []float64) float64 { return median(w) * 1000 / float64(o.beats) }
+		rows = append(rows,
+			row{name: fmt.Sprintf("Heartbeat: CPU of the tree over %d heartbeats at 1 s, %s (s, median of %d)", o.beats, lb, len(ours.HBWindows)),
+				ref: median(ref.HBWindows), ours: median(ours.HBWindows), unit: "s"},
+			row{name: "Heartbeat: CPU per heartbeat (ms); floor: haproxy's CPU answering our stats query", ref: perBeat(ref.HBWindows), ours: perBeat(ours.HBWindows),
+				floor: perBeat(ours.HBHAProxy), unit: "ms"},
+		)
+	}
 	for _, p := range rep.scale {
-		r := row{name: fmt.Sprintf("Heartbeat build, in-process wall time, %d listener(s) × %d members (ms, median of %d)", p.Listeners, p.Members, o.rounds),
+		r := row{name: fmt.Sprintf("Heartbeat build, in-process CPU, %v members (ms, median of %d)", p.Size, o.rounds),
 			ref: p.RefNs / 1e6, ours: p.OursNs / 1e6, unit: "ms"}
+		pm := row{name: fmt.Sprintf("Heartbeat build, in-process CPU per member, %v (µs)", p.Size),
+			ref: p.RefNs / 1e3 / float64(p.members()), ours: p.OursNs / 1e3 / float64(p.members()), unit: "µs"}
 		if p.RefErr != "" {
-			r.noRatio, r.refNA = true, true
+			r.noRatio, r.refNA, pm.noRatio, pm.refNA = true, true, true, true
 		}
-		rows = append(rows, r)
+		rows = append(rows, r, pm)
 	}
-	return append(rows, rep.promRows()...)
+	rows = append(rows, rep.promRows()...)
+	if d := rep.dp; d != nil {
+		none := median(d.Runs["none"])
+		rows = append(rows,
+			row{name: fmt.Sprintf("Data plane: requests/s through haproxy, %s heartbeated every second (median of %d × %v); floor column: no agent", lb, len(d.Runs["none"]), d.Duration),
+				ref: median(d.Runs["reference"]), ours: median(d.Runs["ours"]), floor: none, unit: "n"},
+			row{name: "Data plane: share of the no-agent throughput (target ≥ 0.99)", ref: median(d.Runs["reference"]) / none, ours: median(d.Runs["ours"]) / none, unit: "x", noRatio: true},
+		)
+	}
+	if c := rep.ceiling; c != nil {
+		rows = append(rows,
+			row{name: fmt.Sprintf("Member ceiling: members in one full heartbeat (random UUIDs, pools of %d)", ceilingPool),
+				ref: float64(c.RefPools * ceilingPool), ours: float64(c.OursFull * ceilingPool), unit: "n"},
+			row{name: "Members a heartbeat still reports with every listener and pool status (above: reference silent)",
+				ref: float64(c.RefPools * ceilingPool), ours: float64(c.OursStatus * ceilingPool), unit: "n"},
+		)
+	}
+	return rows
 }
 
 // table is the markdown table alone.
 func (rep *report) table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| Measure | Reference (Python) | Ours (Go) | Ours / reference |\n|---|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| Measure | Reference (Python) | Ours (Go) | Floor | Ours / reference | Ours / floor |\n|---|---:|---:|---:|---:|---:|\n")
 	for _, r := range rep.rows() {
 		refCell := r.cell(r.ref)
 		if r.refNA {
 			refCell = "n/a"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.name, refCell, r.cell(r.ours), r.ratio())
+		floor, overFloor := "–", "–"
+		if r.floor > 0 {
+			floor, overFloor = r.cell(r.floor), ratioText(r.ours/r.floor)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.name, refCell, r.cell(r.ours), floor, r.ratio(), overFloor)
 	}
 	return b.String()
 }
@@ -223,21 +282,43 @@ func (rep *report) requests() string {
 
 // headline is the summary line for the README.
 func (rep *report) headline() string {
-	ref, ours := rep.ref, rep.ours
-	upload := rep.eps[2].Name
-	parts := []string{
-		factor(mib(ref.Idle.PSSKiB), mib(ours.Idle.PSSKiB), "less", "more") + " memory idle (PSS)",
-		factor(mib(ref.After.PSSKiB), mib(ours.After.PSSKiB), "less", "more") + " after " + rep.requests() + " requests",
-		factor(ms(medianDur(ref.Startups)), ms(medianDur(ours.Startups)), "faster", "slower") + " start-up",
-		factor(ms(pct(ref.Latency["GET /1.0/info"], 50)), ms(pct(ours.Latency["GET /1.0/info"], 50)), "faster", "slower") + " `GET /1.0/info` (p50)",
-		factor(ms(pct(ref.Latency[upload], 50)), ms(pct(ours.Latency[upload], 50)), "faster", "slower") + " haproxy upload (p50, both bound by `haproxy -c`)",
-		factor(ref.APICPU, ours.APICPU, "less", "more") + " CPU for those requests",
-		factor(median(ref.HBWindows), median(ours.HBWindows), "less", "more") + " CPU per heartbeat",
+	ref, ours, o := rep.ref, rep.ours, rep.o
+	var parts []string
+	if o.phases["api"] {
+		parts = append(parts,
+			factor(mib(ref.Idle.PSSKiB), mib(ours.Idle.PSSKiB), "less", "more")+" memory idle (PSS)",
+			factor(mib(ref.After.PSSKiB), mib(ours.After.PSSKiB), "less", "more")+" after "+rep.requests()+" requests")
+	}
+	if o.phases["heartbeat"] {
+		parts = append(parts, factor(mib(ref.WithLB.PSSKiB), mib(ours.WithLB.PSSKiB), "less", "more")+" with the large LB heartbeated")
+	}
+	if o.phases["startup"] {
+		parts = append(parts, factor(ms(medianDur(ref.Startups)), ms(medianDur(ours.Startups)), "faster", "slower")+" start-up")
+	}
+	if o.phases["api"] {
+		upload := rep.eps[2].Name
+		parts = append(parts,
+			factor(ms(pct(ref.Latency["GET /1.0/info"], 50)), ms(pct(ours.Latency["GET /1.0/info"], 50)), "faster", "slower")+" `GET /1.0/info` (p50)",
+			fmt.Sprintf("haproxy upload p50 at %.2f× the `haproxy -c` floor (reference %.2f×)",
+				ms(pct(ours.Latency[upload], 50))/ms(rep.checkFloor), ms(pct(ref.Latency[upload], 50))/ms(rep.checkFloor)),
+			factor(ref.APICPU, ours.APICPU, "less", "more")+" CPU for those requests")
+	}
+	if o.phases["heartbeat"] {
+		parts = append(parts, factor(median(ref.HBWindows), median(ours.HBWindows), "less", "more")+" CPU per heartbeat")
 	}
 	if ours.PromScrapes > 0 {
 		parts = append(parts,
 			factor(ms(pct(ref.PromLatency, 50)), ms(pct(ours.PromLatency, 50)), "faster", "slower")+" Prometheus scrape (p50)",
 			factor(ref.PromCPU, ours.PromCPU, "less", "more")+" CPU per scrape")
+	}
+	if d := rep.dp; d != nil {
+		none := median(d.Runs["none"])
+		parts = append(parts, fmt.Sprintf("the data plane keeps %.1f%% of its no-agent throughput with ours, %.1f%% with the reference",
+			100*median(d.Runs["ours"])/none, 100*median(d.Runs["reference"])/none))
+	}
+	if c := rep.ceiling; c != nil {
+		parts = append(parts, fmt.Sprintf("member ceiling %d vs %d, and above it every listener's status instead of silence",
+			c.OursFull*ceilingPool, c.RefPools*ceilingPool))
 	}
 	return "**Ours vs. the reference:** " + strings.Join(parts, ", ") + "."
 }
@@ -270,32 +351,59 @@ func (rep *report) markdown() string {
 	b.WriteString(rep.headline() + "\n\n")
 	b.WriteString(rep.table())
 	b.WriteString("\n")
-	fmt.Fprintf(&b, "- Process trees (idle): reference %s; ours %s.\n", strings.Join(rep.ref.Idle.Comms, ", "), strings.Join(rep.ours.Idle.Comms, ", "))
-	fmt.Fprintf(&b, "- Negotiated TLS: reference %s, ours %s (`agent_tls_protocol = TLSv1.2` is the only version for the reference, the minimum for ours: GAPS F4). "+
-		"The reference (gunicorn sync worker) closes the connection after every answer, so each of its requests pays a TLS handshake; ours keeps the session.\n",
-		tlsName(rep.ref.TLSVersion), tlsName(rep.ours.TLSVersion))
-	fmt.Fprintf(&b, "- Uploaded haproxy configuration: %d listeners × %d members, %d bytes, rendered by Octavia's templater; certificate upload: %d-byte PEM (RSA 2048 certificate + key).\n",
-		o.apiListeners, o.apiMembers, rep.uploadBytes, rep.certBytes)
-	fmt.Fprintf(&b, "- Heartbeats: both agents reported %d listeners and %d members per heartbeat (checked by the sink: HMAC, zlib, JSON); datagram %d bytes (reference) and %d bytes (ours). Wall time of the windows: reference %v, ours %v.\n",
-		rep.ours.HBListeners, rep.ours.HBMembers, rep.ref.HBBytes, rep.ours.HBBytes, durs(rep.ref.HBWall), durs(rep.ours.HBWall))
+	if o.phases["api"] {
+		fmt.Fprintf(&b, "- Process trees (idle): reference %s; ours %s.\n", strings.Join(rep.ref.Idle.Comms, ", "), strings.Join(rep.ours.Idle.Comms, ", "))
+		fmt.Fprintf(&b, "- Negotiated TLS: reference %s, ours %s (`agent_tls_protocol = TLSv1.2` is the only version for the reference, the minimum for ours: GAPS F4). "+
+			"The reference (gunicorn sync worker) closes the connection after every answer, so each of its requests pays a TLS handshake; ours keeps the session.\n",
+			tlsName(rep.ref.TLSVersion), tlsName(rep.ours.TLSVersion))
+		fmt.Fprintf(&b, "- Uploaded haproxy configuration: %d listeners × %d members, %d bytes, rendered by Octavia's templater; certificate upload: %d-byte PEM (RSA 2048 certificate + key). "+
+			"Upload floor: `haproxy -c -L <peer> -f <stored config> -f <user-group file>` run %d times in our sandbox, p50 %v.\n",
+			o.apiListeners, o.apiMembers, rep.uploadBytes, rep.certBytes, o.checkRuns, rep.checkFloor.Round(100*time.Microsecond))
+	}
+	if o.phases["heartbeat"] {
+		perBeat := func(w []float64) float64 { return median(w) * 1000 / float64(o.beats) }
+		fmt.Fprintf(&b, "- Heartbeats: both agents reported %d listeners and %d members per heartbeat (checked by the sink: HMAC, zlib, JSON); datagram %d bytes (reference) and %d bytes (ours). "+
+			"Wall time of the windows: reference %v, ours %v. haproxy's CPU per heartbeat answering the reference's queries: %.2f ms (ours: %.2f ms).\n",
+			rep.ours.HBListeners, rep.ours.HBMembers, rep.ref.HBBytes, rep.ours.HBBytes, durs(rep.ref.HBWall), durs(rep.ours.HBWall),
+			perBeat(rep.ref.HBHAProxy), perBeat(rep.ours.HBHAProxy))
+	}
 	for _, p := range rep.scale {
 		if p.RefErr != "" {
-			fmt.Fprintf(&b, "- Scale %d×%d: the reference could not be measured: %s\n", p.Listeners, p.Members, p.RefErr)
+			fmt.Fprintf(&b, "- Scale %v: the reference could not be measured: %s\n", p.Size, p.RefErr)
 		}
 	}
-	b.WriteString("- Scale curve datagrams (reference / ours, bytes):")
-	for i, p := range rep.scale {
-		sep := ","
-		if i == 0 {
-			sep = ""
+	if len(rep.scale) > 0 {
+		b.WriteString("- Scale curve datagrams (reference / ours, bytes):")
+		for i, p := range rep.scale {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "%s %v: %d / %d", sep, p.Size, p.RefBytes, p.OursBytes)
 		}
-		fmt.Fprintf(&b, "%s %d×%d: %d / %d", sep, p.Listeners, p.Members, p.RefBytes, p.OursBytes)
+		b.WriteString(" (65,507 is the UDP limit). Ours allocates")
+		for i, p := range rep.scale {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(&b, "%s %.0f", sep, p.OursAllocs)
+		}
+		b.WriteString(" objects per build.\n")
 	}
-	b.WriteString(" (65,507 is the UDP limit).\n")
 	if rep.ours.PromScrapes > 0 {
 		fmt.Fprintf(&b, "- Prometheus proxies: both read the same haproxy exporter (%d×%d load balancer plus a PROMETHEUS listener, rendered by Octavia's templater) and answered %d series per scrape (%d bytes reference, %d bytes ours: the two gauges' values differ); "+
 			"scraped alternately from inside the namespace, one connection per scrape; CPU is the proxy process's alone.\n",
 			o.hbListeners, o.members, rep.ours.PromSeries, rep.ref.PromBytes, rep.ours.PromBytes)
+	}
+	if d := rep.dp; d != nil {
+		fmt.Fprintf(&b, "- Data plane, requests/s per run (order rotating each round): ours %v, reference %v, no agent %v; heartbeats received during the runs: ours %v, reference %v.\n",
+			rates(d.Runs["ours"]), rates(d.Runs["reference"]), rates(d.Runs["none"]), d.Beats["ours"], d.Beats["reference"])
+	}
+	if c := rep.ceiling; c != nil {
+		fmt.Fprintf(&b, "- Member ceiling: the reference's largest full heartbeat is %d bytes (%d members); ours %d bytes (%d members, zlib level 9 when the fastest level does not fit). "+
+			"Above it the reference's sendto fails and nothing is sent; ours gives up member detail in the documented order (at %d members it sends %q, %d bytes) and keeps every listener's and pool's status up to %d listeners of %d members.\n",
+			c.RefBytes, c.RefPools*ceilingPool, c.OursFullBytes, c.OursFull*ceilingPool, 2*c.OursFull*ceilingPool, c.Above, c.AboveBytes, c.OursStatus, ceilingPool)
 	}
 	b.WriteString("\n")
 	b.WriteString(methodology)
@@ -305,6 +413,14 @@ func (rep *report) markdown() string {
 		b.WriteString("\n```\n")
 	}
 	return b.String()
+}
+
+func rates(v []float64) string {
+	s := make([]string, len(v))
+	for i, r := range v {
+		s[i] = fmt.Sprintf("%.0f", r)
+	}
+	return "[" + strings.Join(s, " ") + "]"
 }
 
 func durs(v []time.Duration) string {
