@@ -15,7 +15,7 @@ import (
 
 // LoadBalancers is the haproxy side of the amphora (haproxy.Manager).
 type LoadBalancers interface {
-	Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error)
+	Upload(ctx context.Context, amphoraID, lbID string, body io.Reader) (string, error)
 	Config(lbID string) ([]byte, error)
 	Action(ctx context.Context, lbID, action string) (string, error)
 	Delete(ctx context.Context, lbID string) error
@@ -95,10 +95,11 @@ func lbNotFound(c *gin.Context, lbID string) {
 }
 
 func (s *Server) putHAProxyConfig(c *gin.Context, amphoraID, lbID string) {
-	body, read := s.uploadBody(c, amphoraID, lbID)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize, amphoraID, lbID)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.LBs.Upload(c.Request.Context(), amphoraID, lbID, body)
 	var ve *haproxy.ValidationError
 	switch {
@@ -184,8 +185,25 @@ func (s *Server) certError(c *gin.Context, err error, lbID, name string) {
 	}
 }
 
+// putLBCertificate stores a load balancer's PEM file. The body is
+// received before the load balancer's lock is taken: a slow upload does
+// not hold up the load balancer's other operations.
 func (s *Server) putLBCertificate(c *gin.Context, lbID, name string) {
-	sum, err := s.LBs.PutCertificate(c.Request.Context(), lbID, name, c.Request.Body, s.Config.Current().MaxBodySize)
+	switch {
+	case !fsutil.ValidID(lbID):
+		s.certError(c, haproxy.ErrBadID, lbID, name)
+		return
+	case !fsutil.ValidPEMName(name):
+		s.certError(c, haproxy.ErrBadFilename, lbID, name)
+		return
+	}
+	limit := s.Config.Current().MaxBodySize
+	body, got := s.receive(c, limit)
+	if !got {
+		return
+	}
+	defer body.Close()
+	sum, err := s.LBs.PutCertificate(c.Request.Context(), lbID, name, body, limit)
 	if err != nil {
 		s.certError(c, err, lbID, name)
 		return

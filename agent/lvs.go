@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -17,7 +18,7 @@ import (
 // mode per listener (keepalived.LVSManager).
 type LVSListeners interface {
 	Exists(listenerID string) bool
-	Upload(ctx context.Context, amphoraID, listenerID string, body []byte) (string, error)
+	Upload(ctx context.Context, amphoraID, listenerID string, body io.Reader) (string, error)
 	Config(listenerID string) ([]byte, error)
 	Action(ctx context.Context, listenerID, action string) (string, error)
 	Delete(ctx context.Context, listenerID string) error
@@ -67,10 +68,11 @@ func lvsNotFound(c *gin.Context, id string) {
 // gets 400 and changes nothing.
 func (s *Server) putLVSConfig(c *gin.Context) {
 	amphoraID, id := c.Param("amphora"), c.Param("id")
-	body, read := s.uploadBody(c, amphoraID, id)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize, amphoraID, id)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.LVS.Upload(c.Request.Context(), amphoraID, id, body)
 	var ve *keepalived.ValidationError
 	switch {

@@ -535,7 +535,7 @@ func fakeKeepalivedPath(t *testing.T) string {
 
 func (e *lvsEnv) upload(id string, conf []byte) {
 	e.t.Helper()
-	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, conf)
+	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, bytes.NewReader(conf))
 	if err != nil {
 		e.t.Fatalf("upload %s: %v", id, err)
 	}
@@ -864,14 +864,14 @@ func TestLVSUploadRefused(t *testing.T) {
 	ctx := e.ctx()
 	id := testutil.NewUUID()
 	for _, ids := range [][2]string{{"x", id}, {testutil.DefaultAmphoraID, "../../etc"}} {
-		if _, err := e.m.Upload(ctx, ids[0], ids[1], []byte("net_namespace x\n")); !errors.Is(err, ErrBadID) {
+		if _, err := e.m.Upload(ctx, ids[0], ids[1], strings.NewReader("net_namespace x\n")); !errors.Is(err, ErrBadID) {
 			t.Errorf("upload %v: %v", ids, err)
 		}
 	}
 	good := renderLVS(t, newLVSSpec().render(e.cfg.BasePath, nil))
 	e.upload(id, good)
 	var ve *ValidationError
-	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, []byte("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
+	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, strings.NewReader("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
 	if !errors.As(err, &ve) || !strings.Contains(ve.Output, "Unknown keyword 'bogus_keyword'") {
 		t.Fatalf("bad configuration: %v", err)
 	}
