@@ -4,14 +4,16 @@
 # none of their services is started (policy-rc.d), so a distribution
 # haproxy or keepalived never runs next to ours.
 #
-#   scripts/deps.sh            packages for build, demo and tests
+#   scripts/deps.sh            packages for build, demo, tests, the Debian
+#                              package (lintian) and the image (diskimage-builder)
 #   scripts/deps.sh bench      ... plus the reference agent (octavia-agent)
 set -eu
 
 PKGS="haproxy keepalived nftables ipvsadm iproute2 procps curl ca-certificates
       dbus dbus-user-session systemd python3 python3-octavia python3-cryptography
       tcpdump socat wrk util-linux debootstrap systemd-container
-      rsyslog prometheus python3-psutil"
+      rsyslog prometheus python3-psutil
+      python3-diskimage-builder qemu-utils sudo kpartx lintian"
 case "${1:-}" in
   bench) PKGS="$PKGS octavia-agent" ;;
   "") ;;
