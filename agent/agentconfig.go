@@ -19,8 +19,8 @@ import (
 // document the agent could not start with is refused and the file on
 // disk is kept.
 func (s *Server) putConfig(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	if _, _, err := config.Parse(config.Source{Name: "uploaded configuration", Data: body}); err != nil {
@@ -96,8 +96,8 @@ func restartOnlyChanges(cur, next *config.Config) []string {
 // reference, the body must be a certificate with its matching key; the
 // new pair is served to the next TLS connection without a restart.
 func (s *Server) putCertificate(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	if err := s.Certs.Replace(body); err != nil {
@@ -109,4 +109,21 @@ func (s *Server) putCertificate(c *gin.Context) {
 		return
 	}
 	ok(c, http.StatusAccepted)
+}
+
+// receiveDocument receives the agent configuration or the agent's
+// certificate (at most Limits.MaxDocument bytes) and returns it: both are
+// parsed whole, and are a few kilobytes.
+func (s *Server) receiveDocument(c *gin.Context) ([]byte, bool) {
+	body, ok := s.receive(c, s.documentLimit())
+	if !ok {
+		return nil, false
+	}
+	defer body.Close()
+	data, err := body.ReadAll()
+	if err != nil {
+		s.internalError(c, err)
+		return nil, false
+	}
+	return data, true
 }
