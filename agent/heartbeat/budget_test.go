@@ -74,7 +74,10 @@ func (r *timedReceiver) take() ([]time.Time, [][]byte) {
 // stretched a 1 s period to 11 s. Now every heartbeat still leaves on
 // time with the listeners of the load balancer that answers; each hung
 // one is left out of each heartbeat, logged once and counted; once it
-// resumes its listeners are back.
+// resumes its listeners are back. The gaps are printed; the only bound
+// checked is the one the defect broke: the socket timeout (set to a
+// minute here, so a sender waiting for it could not pass on any
+// machine) never shows in a gap.
 func TestHungHAProxyKeepsThePeriod(t *testing.T) {
 	py := testutil.NewOctaviaDecoder(t)
 	src := &testSource{}
@@ -89,6 +92,7 @@ func TestHungHAProxyKeepsThePeriod(t *testing.T) {
 	cfg := newConfig(testutil.ShortDir(t, "hb"), "k", fmt.Sprintf("127.0.0.1:%d", rcv.conn.LocalAddr().(*net.UDPAddr).Port))
 	cfg.HeartbeatInterval = interval
 	s, _, logs := newSender(t, cfg, src)
+	s.QueryTimeout = time.Minute
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
@@ -115,20 +119,21 @@ func TestHungHAProxyKeepsThePeriod(t *testing.T) {
 		defer syscall.Kill(pids[name], syscall.SIGCONT)
 	}
 	rcv.take()
-	time.Sleep(6 * interval)
-	at, pkts := rcv.take()
-	if len(pkts) < 4 {
-		t.Fatalf("%d heartbeats in %v with two hung haproxies", len(pkts), 6*interval)
-	}
+	var at []time.Time
+	var pkts [][]byte
+	testutil.WaitFor(t, 30*time.Second, func() (bool, string) {
+		a, p := rcv.take()
+		at, pkts = append(at, a...), append(pkts, p...)
+		return len(pkts) >= 6, fmt.Sprintf("6 heartbeats with two hung haproxies (%d so far)", len(pkts))
+	})
 	var gaps []time.Duration
 	for i := 1; i < len(at); i++ {
-		gaps = append(gaps, at[i].Sub(at[i-1]))
+		gaps = append(gaps, at[i].Sub(at[i-1]).Round(time.Millisecond))
 	}
-	// The sender's budget is 3/4 of the interval; the bound leaves room
-	// for a busy machine and is far below the 5 s of one socket timeout.
-	t.Logf("heartbeat gaps with 2 of 3 haproxies hung (interval %v): %v", interval, gaps)
-	if worst := slices.Max(gaps); worst > 2*interval {
-		t.Errorf("a gap of %v between heartbeats (interval %v)", worst, interval)
+	t.Logf("FIGURE heartbeat gaps with 2 of 3 haproxies hung (interval %v, budget %v, socket timeout %v): %v",
+		interval, interval*3/4, s.QueryTimeout, gaps)
+	if worst := slices.Max(gaps); worst >= s.QueryTimeout {
+		t.Errorf("a gap of %v between heartbeats: the sender waited for a hung socket", worst)
 	}
 	for _, pkt := range pkts[1:] { // the first may have been built before the stop
 		if got := listeners(pkt); !slices.Equal(got, []string{"a-l0", "a-l1"}) {
@@ -197,10 +202,9 @@ func TestHungSourceKeepsThePeriod(t *testing.T) {
 	if n := len(h.calls); n != 1 {
 		t.Errorf("the hung source was called %d times", n)
 	}
+	// The source never returns by itself: a heartbeat that waited for it
+	// would not return at all.
 	t.Logf("heartbeat with a hung source took %v (interval %v)", took, cfg.HeartbeatInterval)
-	if took > 5*cfg.HeartbeatInterval {
-		t.Errorf("the heartbeat waited %v for a hung source", took)
-	}
 	if n := logs.count("did not answer within the heartbeat's budget"); n != 1 {
 		t.Errorf("late source logged %d times:\n%s", n, logs)
 	}
@@ -311,6 +315,8 @@ func TestControllerNameResolvesLater(t *testing.T) {
 	cfg.HeartbeatInterval = 400 * time.Millisecond
 	s, _, logs := newSender(t, cfg, lbSource(f))
 	s.Resolver = dns.resolver()
+	// A lookup the heartbeat waited for would show as a minute.
+	s.ResolveTimeout = time.Minute
 	ctx := context.Background()
 
 	for range 3 {
@@ -344,7 +350,7 @@ func TestControllerNameResolvesLater(t *testing.T) {
 	if a, b := len(byName.pendingWait(t, 2)), len(byIP.pendingWait(t, 2)); a != 2 || b != 2 {
 		t.Errorf("DNS silent: %d heartbeats to the name (last address), %d to the address; want 2 and 2", a, b)
 	}
-	t.Logf("longest heartbeat with a silent DNS server: %v (interval %v, lookup timeout %v)", worst, cfg.HeartbeatInterval, s.ResolveTimeout)
+	t.Logf("FIGURE longest heartbeat with a silent DNS server: %v (interval %v, lookup timeout %v)", worst, cfg.HeartbeatInterval, s.ResolveTimeout)
 	if worst >= s.ResolveTimeout {
 		t.Errorf("a heartbeat waited %v for a silent DNS server", worst)
 	}

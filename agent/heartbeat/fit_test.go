@@ -321,7 +321,7 @@ func TestMemberCeiling(t *testing.T) {
 		return lo
 	}
 	full, best, status := ceiling(DetailFull), ceiling(DetailFullBest), ceiling(DetailPoolStatus)
-	t.Logf("member ceiling (pools of %d, random UUIDs): %d members in full at the fastest compression, %d at level 9; "+
+	t.Logf("FIGURE member ceiling (pools of %d, random UUIDs): %d members in full at the fastest compression, %d at level 9; "+
 		"beyond that every listener and pool status still fits up to %d listeners", perPool, full*perPool, best*perPool, status)
 	if !(full <= best && best*perPool < status*perPool*10) || full*perPool < 1000 {
 		t.Errorf("ceilings out of order: full %d, best %d, status %d pools", full, best, status)

@@ -111,6 +111,8 @@ func New(store *config.Store, src Sources, log *slog.Logger) *Sender {
 func (s *Sender) Run(ctx context.Context) {
 	s.log.Info("heartbeat sender started")
 	defer s.log.Info("heartbeat sender stopped")
+	sw := newStatsWriter(s.store.Current().BasePath)
+	defer s.writeStats(sw, true)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	var last time.Time // start of the latest heartbeat
@@ -128,10 +130,20 @@ func (s *Sender) Run(ctx context.Context) {
 		}
 		last = time.Now()
 		s.tick(ctx)
+		s.writeStats(sw, false)
 		// The interval runs from the start of a heartbeat, so collection
 		// time does not stretch the period.
 		timer.Reset(time.Until(last.Add(s.interval())))
 	}
+}
+
+// writeStats leaves the counts for "amphora-agent status" (StatsFile).
+func (s *Sender) writeStats(w *statsWriter, force bool) {
+	if err := w.maybeWrite(s.Stats(), force); err != nil {
+		s.conds.set("stats", err.Error(), slog.LevelWarn, "heartbeat counts not saved for amphora-agent status", "path", w.path, "err", err)
+		return
+	}
+	s.conds.clear("stats", "heartbeat counts saved again", "path", w.path)
 }
 
 // minInterval guards the loop against a zero or negative interval (the

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -444,6 +445,13 @@ func TestBadControllerEntriesDoNotStopTheAgent(t *testing.T) {
 		if lines[entry] != want {
 			t.Errorf("status: %s %q, want %q:\n%s", entry, lines[entry], want, out)
 		}
+	}
+
+	// The running sender's counts (heartbeat_stats.json, written after
+	// the first heartbeat) show the entries it skipped.
+	if !regexp.MustCompile(`controller entries skipped \(malformed, unresolved\)\s+[1-9]`).Match(out) ||
+		!regexp.MustCompile(`sender\s+pid \d+ \(running\)`).Match(out) {
+		t.Errorf("status lacks the running sender's counts:\n%s", out)
 	}
 
 	cfg, err := os.ReadFile(a.ConfigFile)

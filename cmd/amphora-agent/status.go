@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -100,6 +101,9 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	section("Network namespace " + cfg.Namespace)
 	printNamespace(w, cfg.Namespace)
 
+	section("Heartbeats sent by the agent")
+	printSenderStats(w, cfg.BasePath)
+
 	section("Heartbeat (what would be sent now)")
 	if configured && problem != "" {
 		fmt.Fprintf(w, "suppressed: %s\n", problem)
@@ -138,6 +142,30 @@ func printDestinations(ctx context.Context, w io.Writer, entries []string) {
 	if usable == 0 {
 		fmt.Fprintln(w, "NO usable entry: heartbeats are not sent")
 	}
+}
+
+// printSenderStats shows the counts the running agent's heartbeat
+// sender left in base_path (heartbeat.StatsFile).
+func printSenderStats(w io.Writer, basePath string) {
+	st, err := heartbeat.ReadStats(basePath)
+	if err != nil {
+		fmt.Fprintf(w, "no counts from a running agent: %v\n", err)
+		return
+	}
+	state := "running"
+	if syscall.Kill(st.PID, 0) != nil {
+		state = "NOT running"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "sender\tpid %d (%s), started %s, counts as of %s\n", st.PID, state,
+		st.Started.Format(time.RFC3339), st.Updated.Format(time.RFC3339))
+	fmt.Fprintf(tw, "sent\t%d (send failures %d)\n", st.Sent, st.SendFailed)
+	fmt.Fprintf(tw, "reduced to fit one datagram\t%d (latest heartbeat: %s)\n", st.Degraded, st.LastDetailName)
+	fmt.Fprintf(tw, "too large even with listeners only\t%d\n", st.Unsendable)
+	fmt.Fprintf(tw, "load balancers left out (stats socket failed or late)\t%d\n", st.LBFailures)
+	fmt.Fprintf(tw, "sources late for their heartbeat\t%d\n", st.LateSources)
+	fmt.Fprintf(tw, "controller entries skipped (malformed, unresolved)\t%d\n", st.SkippedDestinations)
+	tw.Flush()
 }
 
 // printPreview shows the heartbeat that would be sent now: its size,
