@@ -12,8 +12,11 @@ import (
 // Keeper gives back the program pages start-up or a burst of work mapped
 // (ReleaseProgramPages). It checks every Interval one cheap figure (the
 // file-backed resident pages of /proc/self/statm) and acts only when it
-// grew by Threshold since it last acted: steady work (a heartbeat every
-// second) keeps its few pages mapped and costs nothing beyond the check.
+// grew by Threshold above the working set: the pages mapped again one
+// Interval after a release, when steady work (a heartbeat every second)
+// has faulted back the code it runs. That code then stays mapped, and
+// steady work costs nothing beyond the check: releasing it at every
+// check would make every heartbeat fault its code back in.
 //
 // The heap is left to the Go runtime, which returns free heap memory to
 // the system by itself: forcing it (debug.FreeOSMemory) under a large
@@ -31,7 +34,8 @@ type Keeper struct {
 func (k *Keeper) Run(ctx context.Context) {
 	tick := time.NewTicker(k.Interval)
 	defer tick.Stop()
-	var baseFile int64 = -1 // after the last release
+	var working int64 = -1 // program pages in use one Interval after the last release
+	settling := false      // a release happened at the last check
 	for {
 		select {
 		case <-ctx.Done():
@@ -43,7 +47,11 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.Log.Debug("memory check failed", "err", err)
 			return
 		}
-		if baseFile >= 0 && file-baseFile < k.Threshold {
+		if settling {
+			working, settling = file, false
+			continue
+		}
+		if working >= 0 && file-working < k.Threshold {
 			continue
 		}
 		released, err := ReleaseProgramPages()
@@ -51,9 +59,7 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.Log.Warn("program pages not released", "err", err)
 			return
 		}
-		if baseFile, err = fileResident(); err != nil {
-			return
-		}
+		settling = true
 		k.Log.Debug("program pages released", "kib", released)
 	}
 }
