@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 )
 
 // facts describe the machine and the software of a run.
@@ -206,6 +208,9 @@ func (rep *report) rows() []row {
 	for _, p := range rep.scale {
 		r := row{name: fmt.Sprintf("Heartbeat build, in-process CPU, %v members (ms, median of %d)", p.Size, o.rounds),
 			ref: p.RefNs / 1e6, ours: p.OursNs / 1e6, unit: "ms"}
+		if p.OursDetail > heartbeat.DetailFullBest || p.RefBytes > heartbeat.MaxDatagram {
+			r.name += fmt.Sprintf(" — above the ceiling: reference datagram %d bytes (not sendable), ours sent %q in %d bytes", p.RefBytes, p.OursDetail.String(), p.OursBytes)
+		}
 		pm := row{name: fmt.Sprintf("Heartbeat build, in-process CPU per member, %v (µs)", p.Size),
 			ref: p.RefNs / 1e3 / float64(p.members()), ours: p.OursNs / 1e3 / float64(p.members()), unit: "µs"}
 		if p.RefErr != "" {
