@@ -11,12 +11,16 @@ import (
 
 // Keeper gives back the program pages start-up or a burst of work mapped
 // (ReleaseProgramPages). It checks every Interval one cheap figure (the
-// file-backed resident pages of /proc/self/statm) and acts only when it
-// grew by Threshold above the working set: the pages mapped again one
-// Interval after a release, when steady work (a heartbeat every second)
-// has faulted back the code it runs. That code then stays mapped, and
-// steady work costs nothing beyond the check: releasing it at every
-// check would make every heartbeat fault its code back in.
+// file-backed resident pages of /proc/self/statm) and releases when it
+// grew by Threshold above the working set: the smallest count of pages
+// mapped again one Interval after a release, when steady work (a
+// heartbeat every second) has faulted back the code it runs. That code
+// then stays mapped and steady work costs nothing beyond the check
+// (releasing at every check made every heartbeat fault its code back
+// in). A release during a burst of requests sees the burst's pages come
+// back and releases again after it. So that a working set that really
+// grew is not released forever, the working set is taken afresh every
+// 8 releases.
 //
 // The heap is left to the Go runtime, which returns free heap memory to
 // the system by itself: forcing it (debug.FreeOSMemory) under a large
@@ -34,8 +38,10 @@ type Keeper struct {
 func (k *Keeper) Run(ctx context.Context) {
 	tick := time.NewTicker(k.Interval)
 	defer tick.Stop()
-	var working int64 = -1 // program pages in use one Interval after the last release
+	const refresh = 8
+	var working int64 = -1 // program pages in use after a release (see Keeper)
 	settling := false      // a release happened at the last check
+	releases := 0          // since the working set was last taken afresh
 	for {
 		select {
 		case <-ctx.Done():
@@ -48,7 +54,10 @@ func (k *Keeper) Run(ctx context.Context) {
 			return
 		}
 		if settling {
-			working, settling = file, false
+			settling = false
+			if working < 0 || file < working || releases >= refresh {
+				working, releases = file, 0
+			}
 			continue
 		}
 		if working >= 0 && file-working < k.Threshold {
@@ -60,6 +69,7 @@ func (k *Keeper) Run(ctx context.Context) {
 			return
 		}
 		settling = true
+		releases++
 		k.Log.Debug("program pages released", "kib", released)
 	}
 }
