@@ -168,9 +168,18 @@ type fitted struct {
 	fits     bool
 }
 
+// bestGain bounds what level 9 saves over the fastest level: a datagram
+// more than bestGain times the limit at the fastest level does not fit
+// at level 9 either, and the slow level is not tried. Measured
+// (TestBestGainBound): level 9 is 0.96 of the fastest level with random
+// UUIDs, 0.71 with sequential ones (the most compressible ids).
+const bestGain = 1.5
+
 // fit encodes m, giving up detail until the datagram holds at most limit
-// bytes. When even DetailListeners does not fit, fits is false and the
-// datagram is the smallest one made.
+// bytes. Each step is tried at the fastest level, then at level 9 unless
+// the fastest is too far above the limit for level 9 to fit. When even
+// DetailListeners does not fit, fits is false and the datagram is the
+// smallest one made.
 func (e *encoder) fit(m *Message, key string, limit int) (fitted, error) {
 	e.js = m.AppendJSON(e.js[:0])
 	pkt, err := e.seal(e.js, key, false)
@@ -178,9 +187,20 @@ func (e *encoder) fit(m *Message, key string, limit int) (fitted, error) {
 		return fitted{}, err
 	}
 	f := fitted{pkt: pkt, json: e.js, detail: DetailFull, fullJSON: len(e.js), fullPkt: len(pkt), fits: len(pkt) <= limit}
+	fast := len(pkt)
 	for d := DetailFullBest; !f.fits && d <= DetailListeners; d++ {
 		if d > DetailFullBest {
 			e.js = reduce(m, d).AppendJSON(e.js[:0])
+			if f.pkt, err = e.seal(e.js, key, false); err != nil {
+				return fitted{}, err
+			}
+			fast = len(f.pkt)
+			if f.json, f.detail, f.fits = e.js, d, len(f.pkt) <= limit; f.fits {
+				break
+			}
+		}
+		if float64(fast) > bestGain*float64(limit) && d < DetailListeners {
+			continue
 		}
 		if f.pkt, err = e.seal(e.js, key, true); err != nil {
 			return fitted{}, err

@@ -21,13 +21,20 @@ import (
 // uuidGen makes random-looking UUIDs from a fixed seed: production ids
 // are random, which is what makes heartbeats large (they do not
 // compress), and a seed keeps the tests repeatable.
-type uuidGen struct{ r *rand.Rand }
+type uuidGen struct {
+	r *rand.Rand // nil: sequential ids, counting from n
+	n int
+}
 
 func newUUIDGen(seed uint64) *uuidGen {
-	return &uuidGen{rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	return &uuidGen{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
 }
 
 func (g *uuidGen) next() string {
+	if g.r == nil {
+		g.n++
+		return fmt.Sprintf("8a1b2c3d-0000-4000-8000-%012d", g.n)
+	}
 	a, b := g.r.Uint64(), g.r.Uint64()
 	return fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", a>>32, a>>16&0xffff, a&0xfff, b>>48&0xfff, b&0xffffffffffff)
 }
@@ -125,7 +132,7 @@ func TestFitWalksTheOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.detail != d || !f.fits || len(f.pkt) != size[d] || f.fullJSON != len(m.AppendJSON(nil)) {
+		if f.detail != d || !f.fits || len(f.pkt) > size[d] || f.fullJSON != len(m.AppendJSON(nil)) {
 			t.Errorf("limit %d: detail %v (fits %v, %d bytes), want %v", size[d], f.detail, f.fits, len(f.pkt), d)
 		}
 		if got, want := inflate(t, f.pkt), string(reduce(m, d).AppendJSON(nil)); got != want {
@@ -134,6 +141,39 @@ func TestFitWalksTheOrder(t *testing.T) {
 	}
 	if f, _ := e.fit(m, "k", size[DetailListeners]-1); f.fits || f.detail != DetailListeners {
 		t.Errorf("below the smallest: fits %v at %v", f.fits, f.detail)
+	}
+}
+
+// TestBestGainBound checks the bound fit relies on to skip level 9: on
+// heartbeats with random UUIDs and with sequential ones (the most
+// compressible ids), level 9 never saves more than 1-1/bestGain of the
+// fastest level's datagram. The ratios are printed.
+func TestBestGainBound(t *testing.T) {
+	var e encoder
+	for _, c := range []struct {
+		name string
+		m    *Message
+	}{
+		{"random 50x40", bigMessage(newUUIDGen(5), 50, 40)},
+		{"random 20x200", bigMessage(newUUIDGen(6), 20, 200)},
+		{"sequential 50x40", bigMessage(&uuidGen{}, 50, 40)},
+		{"sequential 200x40", bigMessage(&uuidGen{}, 200, 40)},
+	} {
+		js := c.m.AppendJSON(nil)
+		fast, err := e.seal(js, "k", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nFast := len(fast)
+		best, err := e.seal(js, "k", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ratio := float64(len(best)) / float64(nFast)
+		t.Logf("%s: %d bytes of JSON, fastest %d, level 9 %d bytes (%.3f)", c.name, len(js), nFast, len(best), ratio)
+		if ratio*bestGain < 1 {
+			t.Errorf("%s: level 9 is %.3f of the fastest level, below 1/bestGain", c.name, ratio)
+		}
 	}
 }
 
