@@ -101,7 +101,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		log.Debug("systemd notified: ready")
 	}
 	// Memory start-up and bursts of requests leave behind (internal/memtrim).
-	keeper := &memtrim.Keeper{Interval: 2 * time.Second, Threshold: 1 << 20, Log: log}
+	keeper := &memtrim.Keeper{Interval: time.Second, Threshold: 1 << 20, Settle: 5, Log: log}
 	wg.Go(func() { keeper.Run(hbCtx) })
 	err = srv.Serve(ctx, ln)
 	log.Info("amphora agent stopped")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -12,24 +13,24 @@ import (
 // Keeper gives back the program pages start-up or a burst of work mapped
 // (ReleaseProgramPages). It checks every Interval one cheap figure (the
 // file-backed resident pages of /proc/self/statm) and releases when it
-// grew by Threshold above the working set: the smallest count of pages
-// mapped again one Interval after a release, when steady work (a
-// heartbeat every second) has faulted back the code it runs. That code
-// then stays mapped and steady work costs nothing beyond the check
-// (releasing at every check made every heartbeat fault its code back
-// in). A release during a burst of requests sees the burst's pages come
-// back and releases again after it. So that a working set that really
-// grew is not released forever, the working set is taken afresh every
-// 8 releases.
+// grew by Threshold above the working set: the pages mapped again
+// Settle checks after a release, once steady work (a heartbeat every
+// second, the runtime's timers and collections) has faulted back the
+// code it runs; the smallest such count, taken afresh every 8 releases
+// so that a working set that really grew is not released forever. The
+// code of steady work then stays mapped and costs nothing beyond the
+// check (released at every check, every heartbeat faulted its code back
+// in); after a burst of requests the next check releases the burst's.
 //
-// The heap is left to the Go runtime, which returns free heap memory to
-// the system by itself: forcing it (debug.FreeOSMemory) under a large
-// load balancer's heartbeat would give back memory the next heartbeat
-// takes again, a garbage collection and page faults every time for
-// nothing.
+// The same growth is the sign of a burst of work (requests, uploads)
+// that left free heap behind, which the Go runtime returns to the system
+// only slowly: a release also returns it (debug.FreeOSMemory: one
+// garbage collection). Steady work triggers no release, so a large load
+// balancer's heartbeat never pays for a collection it would undo at once.
 type Keeper struct {
 	Interval  time.Duration // between checks
 	Threshold int64         // bytes of growth that trigger a release
+	Settle    int           // checks after a release before the working set is read
 	Log       *slog.Logger
 }
 
@@ -40,7 +41,7 @@ func (k *Keeper) Run(ctx context.Context) {
 	defer tick.Stop()
 	const refresh = 8
 	var working int64 = -1 // program pages in use after a release (see Keeper)
-	settling := false      // a release happened at the last check
+	settling := 0          // checks left before the working set is read
 	releases := 0          // since the working set was last taken afresh
 	for {
 		select {
@@ -53,9 +54,8 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.Log.Debug("memory check failed", "err", err)
 			return
 		}
-		if settling {
-			settling = false
-			if working < 0 || file < working || releases >= refresh {
+		if settling > 0 {
+			if settling--; settling == 0 && (working < 0 || file < working || releases >= refresh) {
 				working, releases = file, 0
 			}
 			continue
@@ -68,7 +68,8 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.Log.Warn("program pages not released", "err", err)
 			return
 		}
-		settling = true
+		debug.FreeOSMemory()
+		settling = max(k.Settle, 1)
 		releases++
 		k.Log.Debug("program pages released", "kib", released)
 	}
