@@ -99,7 +99,7 @@ func apiPhase(ctx context.Context, a *Agent, r *side, eps []endpoint, count int,
 		return err
 	}
 	r.Idle = memoryMedian(a.PID(), 5, 200*time.Millisecond)
-	progress("%s: idle: %d processes %v, PSS %.1f MiB, RSS %.1f MiB", a.Label, r.Idle.Procs, r.Idle.Comms, mib(r.Idle.PSSKiB), mib(r.Idle.RSSKiB))
+	progress("%s: idle: %d processes %v, PSS %.1f MiB (%s), RSS %.1f MiB", a.Label, r.Idle.Procs, r.Idle.Comms, mib(r.Idle.PSSKiB), r.Idle.split(), mib(r.Idle.RSSKiB))
 
 	s := a.Session()
 	defer s.Close()
@@ -126,8 +126,8 @@ func apiPhase(ctx context.Context, a *Agent, r *side, eps []endpoint, count int,
 		return err
 	}
 	r.After = memoryMedian(a.PID(), 5, 200*time.Millisecond)
-	progress("%s: after %d requests: %d processes, PSS %.1f MiB, RSS %.1f MiB, %d connections, CPU %.2f s",
-		a.Label, r.Requests, r.After.Procs, mib(r.After.PSSKiB), mib(r.After.RSSKiB), r.NewConns, r.APICPU)
+	progress("%s: after %d requests: %d processes, PSS %.1f MiB (%s), RSS %.1f MiB, %d connections, CPU %.2f s",
+		a.Label, r.Requests, r.After.Procs, mib(r.After.PSSKiB), r.After.split(), mib(r.After.RSSKiB), r.NewConns, r.APICPU)
 	return nil
 }
 
@@ -226,7 +226,7 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 		return err
 	}
 	r.WithLB = memoryMedian(a.PID(), 5, 200*time.Millisecond)
-	progress("%s: with the %d-listener load balancer: PSS %.1f MiB, RSS %.1f MiB", a.Label, listeners, mib(r.WithLB.PSSKiB), mib(r.WithLB.RSSKiB))
+	progress("%s: with the %d-listener load balancer: PSS %.1f MiB (%s), RSS %.1f MiB", a.Label, listeners, mib(r.WithLB.PSSKiB), r.WithLB.split(), mib(r.WithLB.RSSKiB))
 	return nil
 }
 

@@ -131,6 +131,8 @@ func ticksToSeconds(t uint64) float64 { return float64(t) / userHZ }
 // memSample is the memory of a process tree at one moment.
 type memSample struct {
 	RSSKiB, PSSKiB int64
+	AnonKiB        int64 // Pss_Anon: heap, stacks, runtime
+	FileKiB        int64 // Pss_File: mapped files, the program's own pages first
 	Procs          int
 	Comms          []string
 }
@@ -152,6 +154,8 @@ func treeMemory(root int) memSample {
 		}
 		m.RSSKiB += rss
 		m.PSSKiB += pss
+		m.AnonKiB += max(kibField(fmt.Sprintf("/proc/%d/smaps_rollup", st.PID), "Pss_Anon:"), 0)
+		m.FileKiB += max(kibField(fmt.Sprintf("/proc/%d/smaps_rollup", st.PID), "Pss_File:"), 0)
 		m.Procs++
 		m.Comms = append(m.Comms, cmdName(st))
 	}
@@ -186,6 +190,11 @@ func kibField(path, name string) int64 {
 
 // memoryMedian takes n samples interval apart and returns the one with
 // the median PSS (the sample stays internally consistent).
+
+// split is PSS by kind, for the progress lines.
+func (m memSample) split() string {
+	return fmt.Sprintf("anon %.1f MiB, file %.1f MiB", mib(m.AnonKiB), mib(m.FileKiB))
+}
 func memoryMedian(root, n int, interval time.Duration) memSample {
 	samples := make([]memSample, 0, n)
 	for i := range n {
