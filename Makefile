@@ -5,11 +5,14 @@ GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin/amphora-agent
+# The amphora image "make image" builds (issue 10); the VM tests
+# (test/vm) and "make vm" boot it ($AMPHORA_IMAGE overrides).
+IMAGE   ?= bin/amphora-x64-haproxy.qcow2
 # Test packages run one at a time on small machines: the end-to-end tests
 # start real haproxy, keepalived and systemd managers.
 TESTFLAGS ?= -race -count=1 -timeout 60m
 
-.PHONY: help build deps test vet fmt-check demo bench clean
+.PHONY: help build deps test vet fmt-check demo bench clean vm
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -33,6 +36,12 @@ test: deps build vet ## install what tests need, run every test
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)
+
+vm: deps image ## boot an amphora in QEMU like Nova + the controller; Ctrl-C removes it
+	# test/vm's harness: config drive from Octavia's own compute task,
+	# ports hot-plugged through QMP, an HTTP load balancer; it prints how
+	# to reach the amphora and keeps it running until interrupted.
+	$(GO) run ./test/vm/cmd/amphora-vm -image $(IMAGE)
 
 bench: build ## side-by-side benchmarks with the reference agent
 	./scripts/deps.sh bench
