@@ -400,4 +400,3 @@ func (v *vmTest) awaitSyslog(r *Receiver, limit time.Duration, what string, cond
 		}
 	}
 }
-

@@ -521,7 +521,6 @@ func (p *probe) stableFor(d time.Duration) bool {
 	return n >= 3
 }
 
-
 // run runs a subtest; the helpers of v report to it while it runs (the
 // subtests run one after the other).
 func (v *vmTest) run(name string, f func(t *testing.T)) bool {
