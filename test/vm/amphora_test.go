@@ -270,7 +270,7 @@ func TestAmphoraVM(t *testing.T) {
 			if how == "guest reboot" {
 				v.figure(how+": shutdown (command -> reset)", reset.At.Sub(t0))
 			}
-			outage := v.awaitRecovery(p, t0, 8*time.Minute, 3*time.Second, how)
+			outage := v.awaitRecovery(p, t0, reset.At, 8*time.Minute, 3*time.Second, how)
 			p.Stop()
 			v.figure(how+" -> HTTP traffic restored", outage)
 			// Heartbeats sent after the reset, by the agent of the new boot.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -85,7 +86,7 @@ func TestActiveStandbyVM(t *testing.T) {
 			v.octavia(a, http.StatusOK, Call("upload_vrrp_config", ka[a.ID]))
 			v.octavia(a, http.StatusAccepted, Call("start_vrrp"))
 		}
-		v.awaitHolder(amps, 0, 2*time.Minute)
+		v.awaitHolder(amps, amps[0], 2*time.Minute)
 		v.reachBoth("through the pair's VIP", lb.URL())
 	})
 	if !ok {
@@ -101,42 +102,44 @@ func TestActiveStandbyVM(t *testing.T) {
 		// the BACKUP takes the VIP.
 		t0 := time.Now()
 		v.ssh(amps[0], "sudo sh -c 'mount --bind /bin/false /usr/sbin/haproxy && systemctl kill --signal=SIGKILL haproxy-"+lb.LBID+".service'")
-		outage := v.awaitRecovery(p, t0, 3*time.Minute, 5*time.Second, "haproxy killed on the MASTER")
+		// The failover takes at least two check intervals (10 s): it
+		// ends after the ssh command returned.
+		outage := v.awaitRecovery(p, t0, time.Now(), 3*time.Minute, 5*time.Second, "haproxy killed on the MASTER")
 		v.figure("A/S: haproxy killed on MASTER -> outage", outage)
-		v.awaitHolder(amps, 1, 30*time.Second)
-		// haproxy can start again: amphora 0 recovers as BACKUP
-		// (nopreempt), the VIP stays where it is, nothing fails.
+		t.Logf("failed requests: %s", p.describe(t0, 20))
+		v.awaitHolder(amps, amps[1], 30*time.Second)
+		// haproxy can start again: once its check passes (rise 2),
+		// amphora 0 takes the VIP back. Octavia renders "nopreempt", but
+		// keepalived ignores it for an instance whose initial state is
+		// MASTER, which is how the controller renders the MASTER.
 		t1 := time.Now()
 		v.ssh(amps[0], "sudo umount /usr/sbin/haproxy")
-		ctx, cancel := v.ctx(time.Minute)
-		defer cancel()
-		for {
-			out, _ := amps[0].SSH(ctx, "systemctl is-active haproxy-"+lb.LBID+".service")
-			if strings.TrimSpace(out) == "active" {
-				break
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("haproxy of amphora 0 not active again: %q", out)
-			}
-			time.Sleep(time.Second)
+		v.awaitHolder(amps, amps[0], 90*time.Second)
+		v.awaitStable(p, 3*time.Second)
+		out, failed, _ := p.outage(t1)
+		v.figure("A/S: MASTER back (preempts) -> outage", fmt.Sprintf("%v (%d failed requests)", out.Round(100*time.Millisecond), failed))
+		t.Logf("failed requests: %s", p.describe(t1, 20))
+		for _, a := range amps {
+			jctx, jcancel := context.WithTimeout(context.Background(), 30*time.Second)
+			out, err := a.SSH(jctx, "sudo journalctl -b --no-pager -o short-monotonic --since=-3min -t Keepalived_vrrp -u 'haproxy-*'")
+			jcancel()
+			t.Logf("amphora %d keepalived/haproxy (%v):\n%s", a.Index, err, out)
 		}
-		time.Sleep(15 * time.Second) // two check intervals: rise 2
-		if f := p.failed(t1, time.Now()); len(f) > 0 {
-			t.Errorf("%d requests failed while amphora 0's haproxy came back (first: %v)", len(f), f[0].err)
-		}
-		v.awaitHolder(amps, 1, 5*time.Second)
 	})
 
 	v.run("7b MASTER powered off", func(t *testing.T) {
+		v.awaitHolder(amps, amps[0], 30*time.Second)
 		v.awaitStable(p, 5*time.Second)
+		// The host of the MASTER loses power: qemu quits at once.
 		t0 := time.Now()
 		ctx, cancel := v.ctx(20 * time.Second)
 		defer cancel()
-		v.must(amps[1].Guest.QMP.Quit(ctx))
-		v.must(amps[1].Guest.WaitExit(ctx))
-		outage := v.awaitRecovery(p, t0, 2*time.Minute, 5*time.Second, "MASTER powered off")
+		v.must(amps[0].Guest.QMP.Quit(ctx))
+		v.must(amps[0].Guest.WaitExit(ctx))
+		outage := v.awaitRecovery(p, t0, time.Now(), 2*time.Minute, 5*time.Second, "MASTER powered off")
 		v.figure("A/S: MASTER powered off (quit) -> outage", outage)
-		v.awaitHolder(amps[:1], 0, 30*time.Second)
+		t.Logf("failed requests: %s", p.describe(t0, 20))
+		v.awaitHolder(amps[1:], amps[1], 30*time.Second)
 	})
 	p.Stop()
 }
@@ -155,23 +158,28 @@ func (v *vmTest) awaitStable(p *probe, d time.Duration) {
 	}
 }
 
-// awaitHolder waits (bounded) until amphora want, alone among amps,
-// holds the VIP on its VRRP interface.
-func (v *vmTest) awaitHolder(amps []*Amphora, want int, limit time.Duration) {
+// awaitHolder waits (bounded) until want, alone among amps, holds the
+// VIP on its VRRP interface.
+func (v *vmTest) awaitHolder(amps []*Amphora, want *Amphora, limit time.Duration) {
 	v.t.Helper()
 	ctx, cancel := v.ctx(limit)
 	defer cancel()
 	var state []string
 	for {
 		state = state[:0]
-		holders := map[int]bool{}
-		for i, a := range amps {
-			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
-			out, err := a.SSH(cctx, "ip -n amphora-haproxy -br addr")
+		holders := map[*Amphora]bool{}
+		for _, a := range amps {
+			// Each round completes (ssh under TCG takes seconds), however
+			// short limit is.
+			cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
+			out, err := a.SSH(cctx, "sudo ip -n amphora-haproxy -br addr")
 			ccancel()
+			if err != nil {
+				out = err.Error()
+			}
 			state = append(state, strings.TrimSpace(out))
 			if err == nil && strings.Contains(out, " "+VIP+"/32") {
-				holders[i] = true
+				holders[a] = true
 			}
 		}
 		if len(holders) == 1 && holders[want] {
@@ -179,7 +187,7 @@ func (v *vmTest) awaitHolder(amps []*Amphora, want int, limit time.Duration) {
 		}
 		select {
 		case <-ctx.Done():
-			v.t.Fatalf("amphora %d does not hold the VIP alone after %v: %q", want, limit, state)
+			v.t.Fatalf("amphora %d does not hold the VIP alone after %v: %q", want.Index, limit, state)
 		case <-time.After(time.Second):
 		}
 	}

@@ -142,13 +142,13 @@ func (v *vmTest) report() {
 		}
 		if a.Guest.Running() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			out, err := a.SSH(ctx, "sudo journalctl -b --no-pager -n 150 -o short-monotonic")
+			out, err := a.SSH(ctx, "sudo journalctl -b --no-pager -o short-monotonic -n 120 -u amphora-agent -u amphora-netns "+
+				"-u 'haproxy-*' -u 'octavia-*' -u cloud-init -u cloud-final; echo; sudo journalctl -b --no-pager -o short-monotonic -n 40 -p warning")
 			cancel()
 			t.Logf("amphora %d (%s) journal (%v):\n%s", a.Index, a.ID, err, out)
 		}
-		kept := filepath.Join(os.TempDir(), fmt.Sprintf("avm-%s-%s-amp%d-console.log", t.Name(), v.lab.ID, a.Index))
-		kept = strings.ReplaceAll(kept, "/", "_")
-		kept = filepath.Join(os.TempDir(), filepath.Base(kept))
+		name := fmt.Sprintf("avm-%s-%s-amp%d-console.log", strings.ReplaceAll(t.Name(), "/", "_"), v.lab.ID, a.Index)
+		kept := filepath.Join(os.TempDir(), name)
 		if data, err := os.ReadFile(a.Guest.Console); err == nil {
 			_ = os.WriteFile(kept, data, 0o644)
 		}
@@ -431,6 +431,20 @@ func (p *probe) failed(from, to time.Time) []sample {
 	return out
 }
 
+// describe lists the failed requests from t0 on as offsets from t0 with
+// their errors (at most n), for the log.
+func (p *probe) describe(t0 time.Time, n int) string {
+	var out []string
+	for i, s := range p.failed(t0, time.Now().Add(time.Hour)) {
+		if i == n {
+			out = append(out, "...")
+			break
+		}
+		out = append(out, fmt.Sprintf("+%v %v", s.at.Sub(t0).Round(10*time.Millisecond), s.err))
+	}
+	return strings.Join(out, "; ")
+}
+
 // count is the number of requests sent in [from, to).
 func (p *probe) count(from, to time.Time) int {
 	p.mu.Lock()
@@ -444,54 +458,50 @@ func (p *probe) count(from, to time.Time) int {
 	return n
 }
 
-// outage measures, from t0 on: the time from the last answered request
-// before the first failure to the first answered request after the last
-// failure (0 when nothing failed), and the number of failures.
-func (p *probe) outage(t0 time.Time) (time.Duration, int) {
+// outage is the longest time the client went without an answer from t0
+// on: between two answered requests with only failed ones in between
+// (the answered one before t0 counts as a start), the number of failed
+// requests in that stretch and when it ended. 0 when nothing failed; -1
+// while the last stretch of failures has not ended. Single slow answers
+// of a guest under load make short stretches of their own and do not
+// hide the real outage.
+func (p *probe) outage(t0 time.Time) (time.Duration, int, time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var lastOK, firstFail, lastFail time.Time
-	failed := 0
+	var lastOK, end time.Time
+	var longest time.Duration
+	longestFailed, failed := 0, 0
 	for _, s := range p.samples {
-		if s.at.Before(t0) {
-			if s.ok {
-				lastOK = s.at
+		if s.ok {
+			if failed > 0 && !lastOK.IsZero() {
+				if d := s.at.Sub(lastOK); d > longest {
+					longest, longestFailed, end = d, failed, s.at
+				}
 			}
+			lastOK, failed = s.at, 0
 			continue
 		}
-		if !s.ok {
+		if !s.at.Before(t0) {
 			failed++
-			if firstFail.IsZero() {
-				firstFail = s.at
-			}
-			lastFail = s.at
-		} else if firstFail.IsZero() {
-			lastOK = s.at
 		}
 	}
-	if failed == 0 {
-		return 0, 0
+	if failed > 0 {
+		return -1, failed, time.Time{}
 	}
-	for _, s := range p.samples {
-		if s.ok && s.at.After(lastFail) {
-			if lastOK.IsZero() {
-				lastOK = t0
-			}
-			return s.at.Sub(lastOK), failed
-		}
-	}
-	return -1, failed
+	return longest, longestFailed, end
 }
 
-// awaitRecovery waits (bounded) until the probe has seen a failure after
-// t0 and then stable answers for d; it returns the outage.
-func (v *vmTest) awaitRecovery(p *probe, t0 time.Time, limit, d time.Duration, what string) time.Duration {
+// awaitRecovery waits (bounded) until the client, having gone without
+// answers after t0 for a stretch that ended after the event (the failure
+// the test caused is known to have happened by then), got answers
+// steadily for d; it returns that longest stretch without answers.
+func (v *vmTest) awaitRecovery(p *probe, t0, event time.Time, limit, d time.Duration, what string) time.Duration {
 	v.t.Helper()
 	ctx, cancel := v.ctx(limit)
 	defer cancel()
 	for {
-		out, failed := p.outage(t0)
-		if failed > 0 && out > 0 && p.stableFor(d) {
+		out, failed, end := p.outage(t0)
+		if out > 0 && end.After(event) && p.stableFor(d) {
 			return out
 		}
 		select {
