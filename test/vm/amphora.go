@@ -277,7 +277,7 @@ func (a *Amphora) SSH(ctx context.Context, command string) (string, error) {
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("ssh %s %q: %v: %s", a.MgmtIP, command, err, strings.TrimSpace(stderr.String()))
+		return stdout.String(), fmt.Errorf("ssh %s %q: %w: %s", a.MgmtIP, command, err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
 }
@@ -290,8 +290,8 @@ const SSHUser = "debian"
 // interactive login when command is empty).
 func (a *Amphora) SSHArgs(key, command string) []string {
 	args := []string{"-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes",
-		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+		"-o", "LogLevel=ERROR", "-o", "ConnectTimeout=15", "-o", "BatchMode=yes",
+		"-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=6",
 		SSHUser + "@" + a.MgmtIP}
 	if command != "" {
 		args = append(args, "--", command)

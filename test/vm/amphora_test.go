@@ -224,12 +224,7 @@ func TestAmphoraVM(t *testing.T) {
 			}
 		}
 		t.Logf("amphora-agent status:\n%s", status)
-		rss := strings.TrimSpace(v.ssh(amp, "ps -o rss= -C amphora-agent"))
-		if kb, err := strconv.Atoi(rss); err == nil {
-			v.figure("agent RSS in the guest", fmt.Sprintf("%.1f MiB", float64(kb)/1024))
-		} else {
-			t.Errorf("agent RSS: %q", rss)
-		}
+		v.figure("agent RSS in the guest", v.agentRSS(amp))
 		// Nova's config drive, as cloud-init applied it: every file
 		// the controller sent, byte for byte.
 		var paths []string
@@ -290,7 +285,33 @@ func TestAmphoraVM(t *testing.T) {
 				t.Errorf("%s: the data-plane namespace differs:\nbefore:\n%s\nafter:\n%s", how, before, after)
 			}
 		}
+		v.figure("agent RSS in the guest after reboot", v.agentRSS(amp))
 	})
+
+	// What the agent logged at warning level or above in this boot: shown
+	// for the reader (the scenarios above assert the behaviour).
+	v.run("agent log", func(t *testing.T) {
+		out := v.ssh(amp, "sudo journalctl -b --no-pager -o cat -u amphora-agent -u amphora-netns | grep -E 'level=(WARN|ERROR)' | tail -n 30; true")
+		t.Logf("agent warnings and errors since the last boot:\n%s", out)
+	})
+}
+
+// agentRSS is the resident memory of the agent's main process (the
+// service's MainPID: keepalived's UDP checks run the same binary).
+func (v *vmTest) agentRSS(a *Amphora) string {
+	v.t.Helper()
+	out := strings.TrimSpace(v.ssh(a, "grep VmRSS /proc/$(systemctl show -p MainPID --value amphora-agent.service)/status"))
+	f := strings.Fields(out)
+	if len(f) != 3 || f[0] != "VmRSS:" || f[2] != "kB" {
+		v.t.Errorf("agent RSS: %q", out)
+		return "?"
+	}
+	kb, err := strconv.Atoi(f[1])
+	if err != nil {
+		v.t.Errorf("agent RSS: %q", out)
+		return "?"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
 }
 
 // udpListenerPort is the UDP listener's port on the VIP.

@@ -101,30 +101,24 @@ func TestActiveStandbyVM(t *testing.T) {
 		// systemd keeps restarting it in vain, the VRRP check fails,
 		// the BACKUP takes the VIP.
 		t0 := time.Now()
-		v.ssh(amps[0], "sudo sh -c 'mount --bind /bin/false /usr/sbin/haproxy && systemctl kill --signal=SIGKILL haproxy-"+lb.LBID+".service'")
+		v.ssh(amps[0], "sudo sh -c '"+haproxyMounted+" || mount --bind /bin/false /usr/sbin/haproxy; systemctl kill --signal=SIGKILL haproxy-"+lb.LBID+".service; "+haproxyMounted+"'")
 		// The failover takes at least two check intervals (10 s): it
 		// ends after the ssh command returned.
 		outage := v.awaitRecovery(p, t0, time.Now(), 3*time.Minute, 5*time.Second, "haproxy killed on the MASTER")
 		v.figure("A/S: haproxy killed on MASTER -> outage", outage)
-		t.Logf("failed requests: %s", p.describe(t0, 20))
+		t.Logf("failed requests: %s", p.describe(t0, 8))
 		v.awaitHolder(amps, amps[1], 30*time.Second)
 		// haproxy can start again: once its check passes (rise 2),
 		// amphora 0 takes the VIP back. Octavia renders "nopreempt", but
 		// keepalived ignores it for an instance whose initial state is
 		// MASTER, which is how the controller renders the MASTER.
 		t1 := time.Now()
-		v.ssh(amps[0], "sudo umount /usr/sbin/haproxy")
+		v.ssh(amps[0], "sudo sh -c 'for i in 1 2 3; do "+haproxyMounted+" && umount /usr/sbin/haproxy; done; ! "+haproxyMounted+"'")
 		v.awaitHolder(amps, amps[0], 90*time.Second)
 		v.awaitStable(p, 3*time.Second)
 		out, failed, _ := p.outage(t1)
 		v.figure("A/S: MASTER back (preempts) -> outage", fmt.Sprintf("%v (%d failed requests)", out.Round(100*time.Millisecond), failed))
-		t.Logf("failed requests: %s", p.describe(t1, 20))
-		for _, a := range amps {
-			jctx, jcancel := context.WithTimeout(context.Background(), 30*time.Second)
-			out, err := a.SSH(jctx, "sudo journalctl -b --no-pager -o short-monotonic --since=-3min -t Keepalived_vrrp -u 'haproxy-*'")
-			jcancel()
-			t.Logf("amphora %d keepalived/haproxy (%v):\n%s", a.Index, err, out)
-		}
+		t.Logf("failed requests: %s", p.describe(t1, 8))
 	})
 
 	v.run("7b MASTER powered off", func(t *testing.T) {
@@ -138,11 +132,14 @@ func TestActiveStandbyVM(t *testing.T) {
 		v.must(amps[0].Guest.WaitExit(ctx))
 		outage := v.awaitRecovery(p, t0, time.Now(), 2*time.Minute, 5*time.Second, "MASTER powered off")
 		v.figure("A/S: MASTER powered off (quit) -> outage", outage)
-		t.Logf("failed requests: %s", p.describe(t0, 20))
+		t.Logf("failed requests: %s", p.describe(t0, 8))
 		v.awaitHolder(amps[1:], amps[1], 30*time.Second)
 	})
 	p.Stop()
 }
+
+// haproxyMounted is a shell test: /bin/false is mounted over haproxy.
+const haproxyMounted = "grep -q \" /usr/sbin/haproxy \" /proc/self/mountinfo"
 
 // awaitStable waits (bounded) until the probe's last d were all answered.
 func (v *vmTest) awaitStable(p *probe, d time.Duration) {

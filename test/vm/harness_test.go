@@ -3,11 +3,13 @@ package vm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -194,12 +196,24 @@ func (v *vmTest) octavia(a *Amphora, wantStatus int, calls ...testutil.OctaviaCa
 	return out
 }
 
-// ssh runs a command on the amphora (bounded) and fails the test on error.
+// ssh runs a command on the amphora (bounded) and fails the test on
+// error. A failure of ssh itself (exit status 255: under TCG on a loaded
+// host sshd can miss the connection timeout) is retried twice, so the
+// commands the tests send are idempotent.
 func (v *vmTest) ssh(a *Amphora, command string) string {
 	v.t.Helper()
-	ctx, cancel := v.ctx(time.Minute)
+	ctx, cancel := v.ctx(2 * time.Minute)
 	defer cancel()
-	out, err := a.SSH(ctx, command)
+	var err error
+	var out string
+	for range 3 {
+		out, err = a.SSH(ctx, command)
+		var ee *exec.ExitError
+		if err == nil || !errors.As(err, &ee) || ee.ExitCode() != 255 || ctx.Err() != nil {
+			break
+		}
+		v.t.Logf("amphora %d: ssh failed, retrying: %v", a.Index, err)
+	}
 	if err != nil {
 		v.t.Fatalf("amphora %d: %v\n%s", a.Index, err, out)
 	}
