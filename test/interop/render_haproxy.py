@@ -11,8 +11,10 @@ Reads a JSON spec on stdin and prints the configuration:
                   "monitor": true, "hm_delay": 1, "hm_timeout": 1,
                   "members": [{"id": "...", "address": "...", "port": 8080,
                                "enabled": true, "weight": 1}]}]}
-protocol is HTTP, TCP or TERMINATED_HTTPS (the TLS listener's crt-list is
-<cert_dir>/<lb_id>/<listener id>.pem, as the controller uploads it).
+protocol is HTTP, TCP, TERMINATED_HTTPS (the TLS listener's crt-list is
+<cert_dir>/<lb_id>/<listener id>.pem, as the controller uploads it) or
+PROMETHEUS (no pool: the templater adds the internal exporter frontend and
+the backend to the Prometheus proxy).
 Run with Debian's /usr/bin/python3.
 """
 import json
@@ -53,6 +55,15 @@ def remap(obj, mapping, depth=0):
 def listener(spec, l, topology):
     proto = l.get('protocol', 'HTTP')
     tls = proto == 'TERMINATED_HTTPS'
+    if proto == 'PROMETHEUS':
+        lst = sc.sample_listener_tuple(
+            proto=proto, alloc_default_pool=False, include_pools=False,
+            topology=topology, connection_limit=l.get('connection_limit',
+                                                      2000))
+        lst = lst._replace(id=l['id'], protocol_port=l['port'], pools=[],
+                           l7policies=[])
+        return remap(lst, {'sample_loadbalancer_id_1': spec['lb_id'],
+                           '10.0.0.2': spec['vip']})
     lst = sc.sample_listener_tuple(
         proto=proto, monitor=l.get('monitor', True), tls=tls, sni=False,
         topology=topology, persistence=False,

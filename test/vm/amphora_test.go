@@ -90,6 +90,10 @@ func TestAmphoraVM(t *testing.T) {
 				p.Members[lb.MemberIDs[0]] == "UP" && p.Members[lb.MemberIDs[1]] == "UP"
 		})
 
+		// Tenants scrape the PROMETHEUS listener through the VIP: the
+		// agent's Prometheus proxy serves Octavia's metric names.
+		v.scrape(lb, "after start_listener")
+
 		// Hitless reload under a bounded load: back-to-back requests, each
 		// on a new connection, during reload_listener and 3 s after.
 		p := v.startProbe(lb.URL(), 0, 5*time.Second, 5000, 2*time.Minute)
@@ -276,6 +280,7 @@ func TestAmphoraVM(t *testing.T) {
 					up.Members[udp.MemberIDs[0]] == "UP" && up.Members[udp.MemberIDs[1]] == "UP"
 			})
 			v.figure(how+" -> heartbeat with all UP", hb.At.Sub(t0))
+			v.scrape(lb, "after "+how)
 			n := v.udpReachBoth("after "+how, udpListenerPort)
 			t.Logf("%s: UDP reached both members after %d datagrams", how, n)
 			ctx, cancel = v.ctx(3 * time.Minute)
@@ -312,6 +317,33 @@ func (v *vmTest) agentRSS(a *Amphora) string {
 		return "?"
 	}
 	return fmt.Sprintf("%.1f MiB", float64(kb)/1024)
+}
+
+// scrape gets the PROMETHEUS listener's metrics from the client (bounded)
+// until they name the HTTP listener and both members, and checks that the
+// internal exporter stays hidden.
+func (v *vmTest) scrape(lb HTTPLoadBalancer, what string) {
+	v.t.Helper()
+	c := v.lab.Client.HTTPClient(nil, 10*time.Second)
+	ctx, cancel := v.ctx(time.Minute)
+	defer cancel()
+	var last string
+	for ctx.Err() == nil {
+		code, body, err := httpGetAll(c, lb.MetricsURL())
+		last = fmt.Sprintf("%d %v %.300q", code, err, body)
+		if err == nil && code == http.StatusOK && strings.Contains(body, `listener="`+lb.ListenerID+`"`) &&
+			strings.Contains(body, `member="`+lb.MemberIDs[0]+`"`) && strings.Contains(body, `member="`+lb.MemberIDs[1]+`"`) {
+			if strings.Contains(body, "prometheus-exporter") || strings.Contains(body, "prometheus-internal") {
+				v.t.Errorf("%s: the internal exporter is visible to the tenant", what)
+			}
+			if !strings.Contains(body, "octavia_listener_") || !strings.Contains(body, `listener="`+lb.PromListenerID+`"`) {
+				v.t.Errorf("%s: no octavia_listener_* metrics of both listeners", what)
+			}
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	v.t.Fatalf("%s: GET %s: %s", what, lb.MetricsURL(), last)
 }
 
 // udpListenerPort is the UDP listener's port on the VIP.

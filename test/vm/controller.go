@@ -83,22 +83,30 @@ func (a *Amphora) PlugPorts(ctx context.Context) (vipMAC, memMAC string, err err
 
 // HTTPLoadBalancer is an HTTP listener on the VIP, port 80, with both
 // lab members in its pool (Octavia's HTTP health monitor: GET
-// /index.html every second, expecting 418).
+// /index.html every second, expecting 418), and a PROMETHEUS listener on
+// port 9100 (the tenants' metrics, served through the agent's
+// Prometheus proxy).
 type HTTPLoadBalancer struct {
 	LBID, ListenerID, PoolID string
 	MemberIDs                []string
+	PromListenerID           string
 }
 
 // NewHTTPLoadBalancer returns fresh ids for one.
 func NewHTTPLoadBalancer() HTTPLoadBalancer {
 	return HTTPLoadBalancer{
 		LBID: testutil.NewUUID(), ListenerID: testutil.NewUUID(), PoolID: testutil.NewUUID(),
-		MemberIDs: []string{testutil.NewUUID(), testutil.NewUUID()},
+		MemberIDs:      []string{testutil.NewUUID(), testutil.NewUUID()},
+		PromListenerID: testutil.NewUUID(),
 	}
 }
 
-// LBPort is the HTTP listener's port.
-const LBPort = 80
+const (
+	// LBPort is the HTTP listener's port.
+	LBPort = 80
+	// PromPort is the PROMETHEUS listener's port.
+	PromPort = 9100
+)
 
 // Render renders its haproxy configuration for amp with the controller's
 // combined-listeners templater.
@@ -110,9 +118,10 @@ func (lb HTTPLoadBalancer) Render(ctx context.Context, amp *Amphora) (string, er
 	spec := testutil.RenderSpec{
 		AmphoraID: amp.ID, LBID: lb.LBID, BasePath: "/var/lib/octavia", CertDir: "/var/lib/octavia/certs",
 		VIP: VIP, Topology: amp.Topology,
-		Listeners: []testutil.RenderListener{{
-			ID: lb.ListenerID, Protocol: "HTTP", Port: LBPort, PoolID: lb.PoolID, Members: members,
-		}},
+		Listeners: []testutil.RenderListener{
+			{ID: lb.ListenerID, Protocol: "HTTP", Port: LBPort, PoolID: lb.PoolID, Members: members},
+			{ID: lb.PromListenerID, Protocol: "PROMETHEUS", Port: PromPort},
+		},
 	}
 	return testutil.RenderHAProxy(ctx, spec)
 }
@@ -128,4 +137,9 @@ func (lb HTTPLoadBalancer) Deploy(ctx context.Context, amp *Amphora, config stri
 // URL is the listener's address as the client sees it.
 func (lb HTTPLoadBalancer) URL() string {
 	return "http://" + VIP + ":" + strconv.Itoa(LBPort) + "/"
+}
+
+// MetricsURL is the PROMETHEUS listener's scrape address.
+func (lb HTTPLoadBalancer) MetricsURL() string {
+	return "http://" + VIP + ":" + strconv.Itoa(PromPort) + "/metrics"
 }

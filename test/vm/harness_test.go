@@ -303,6 +303,17 @@ func httpGet(c *http.Client, url string) (int, string, error) {
 	return resp.StatusCode, string(body), err
 }
 
+// httpGetAll is httpGet with the whole body (metrics pages are large).
+func httpGetAll(c *http.Client, url string) (int, string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp.StatusCode, string(body), err
+}
+
 // reachBoth sends requests to url from the client until both members
 // answered (bounded in count and time) and returns the number sent.
 func (v *vmTest) reachBoth(what, url string) int {

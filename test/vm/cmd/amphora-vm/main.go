@@ -94,8 +94,10 @@ func run() error {
 		if err := lb.Deploy(bootCtx, amp, cfg); err != nil {
 			return err
 		}
-		lbLine = fmt.Sprintf("  load balancer %s: listener %s on %s\n    try: ip netns exec %s curl -s %s\n",
-			lb.LBID, lb.ListenerID, lb.URL(), lab.Client.Name, lb.URL())
+		lbLine = fmt.Sprintf("  load balancer %s: HTTP listener %s on %s, PROMETHEUS listener %s on %s\n"+
+			"    try: ip netns exec %s curl -s %s\n         ip netns exec %s curl -s %s\n",
+			lb.LBID, lb.ListenerID, lb.URL(), lb.PromListenerID, lb.MetricsURL(),
+			lab.Client.Name, lb.URL(), lab.Client.Name, lb.MetricsURL())
 	}
 	key, _ := lab.SSHKey()
 	fmt.Printf(`
