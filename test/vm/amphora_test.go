@@ -17,15 +17,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
-// agentSyslogMerged switches on the assertion that the agent's own
-// administrative log records reach the controller's admin log target
-// (the agent config says use_syslog = True, syslog_log_facility =
-// LOG_LOCAL<administrative_log_facility>). That needs the syslog logging
-// of issue 12 (branch prom) in the image; until then the agent logs to
-// the journal only and the assertion is reported as skipped.
-// LEAD: set to true once issue 12 is merged and the image rebuilt.
-const agentSyslogMerged = false
-
 // TestAmphoraVM boots one amphora from the image and drives it like Nova
 // and the Octavia controller: scenarios 1-6 of issue 11, in order (each
 // needs the state the previous one left).
@@ -195,22 +186,10 @@ func TestAmphoraVM(t *testing.T) {
 		}
 		// The agent's own administrative records (use_syslog = True,
 		// syslog_log_facility = LOG_LOCAL1 in the controller's config).
-		var agent []syslogMsg
-		for _, m := range v.syslog(v.lab.AdminLogs) {
-			if m.Facility == 17 && strings.Contains(m.Text, "amphora-agent") {
-				agent = append(agent, m)
-			}
-		}
-		switch {
-		case agentSyslogMerged && len(agent) == 0:
-			t.Errorf("no record of the agent at the admin log target (facility local1)")
-		case agentSyslogMerged:
-			t.Logf("agent record at the admin target: %s", agent[0].Text)
-		case len(agent) > 0:
-			t.Logf("agentSyslogMerged is off, but the admin target got agent records (turn it on): %s", agent[0].Text)
-		default:
-			t.Logf("SKIPPED ASSERTION: the agent's administrative records at the admin log target (needs issue 12's syslog logging in the image; agentSyslogMerged)")
-		}
+		agent := v.awaitSyslog(v.lab.AdminLogs, 30*time.Second, "a record of the agent", func(m syslogMsg) bool {
+			return m.Facility == 17 && strings.Contains(m.Text, " amphora-agent[")
+		})
+		t.Logf("admin log target got the agent's: %s", agent.Text)
 	})
 
 	ok = v.run("5 operator access", func(t *testing.T) {
@@ -266,9 +245,6 @@ func TestAmphoraVM(t *testing.T) {
 			reset, _, err := amp.Guest.QMP.WaitEvent(ctx, "RESET", events)
 			cancel()
 			v.must(err)
-			if how == "guest reboot" {
-				v.figure(how+": shutdown (command -> reset)", reset.At.Sub(t0))
-			}
 			outage := v.awaitRecovery(p, t0, reset.At, 8*time.Minute, 3*time.Second, how)
 			p.Stop()
 			v.figure(how+" -> HTTP traffic restored", outage)
