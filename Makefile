@@ -1,18 +1,24 @@
 # amphora-agent: the Octavia amphora agent in Go.
 #   make demo    build, install missing packages, run the agent end to end
 #   make test    install what the tests need, run every test
+#   make deb     the Debian package;  make image  the amphora image
 GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 BIN     := bin/amphora-agent
-# The amphora image "make image" builds (issue 10); the VM tests
-# (test/vm) and "make vm" boot it ($AMPHORA_IMAGE overrides).
+# The Debian package and the amphora image (scripts/build-deb.sh,
+# scripts/build-image.sh).
+DEB_VERSION ?= $(shell ./scripts/deb-version.sh)
+DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+DEB     := bin/amphora-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
+# The VM tests (test/vm) and "make vm" boot the image ($AMPHORA_IMAGE
+# overrides).
 IMAGE   ?= bin/amphora-x64-haproxy.qcow2
 # Test packages run one at a time on small machines: the end-to-end tests
 # start real haproxy, keepalived and systemd managers.
 TESTFLAGS ?= -race -count=1 -timeout 60m
 
-.PHONY: help build deps test vet fmt-check demo bench clean vm
+.PHONY: help build deps test vet fmt-check demo bench clean deb image vm
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -28,11 +34,23 @@ vet: ## go vet and gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: deps build vet ## install what tests need, run every test
+deb: ## build the Debian package bin/amphora-agent_<version>_<arch>.deb
+	# A static program (CGO_ENABLED=0): one package for every Debian and
+	# Ubuntu release.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(DEB_VERSION)" -o bin/deb/amphora-agent ./cmd/amphora-agent
+	rm -f bin/amphora-agent_*.deb
+	./scripts/build-deb.sh bin/deb/amphora-agent $(DEB_VERSION) $(DEB)
+
+image: deps deb ## build bin/amphora-x64-haproxy.qcow2 with diskimage-builder (cached)
+	./scripts/build-image.sh $(DEB) $(IMAGE)
+
+test: deps build vet image ## install what tests need, run every test
 	# The agent processes the end-to-end tests start run with the race
-	# detector too; a race they report fails the test.
+	# detector too; a race they report fails the test. The image tests
+	# check and boot the image "make image" built.
 	$(GO) build -race -o $(BIN)-race ./cmd/amphora-agent
-	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN)-race $(GO) test $(TESTFLAGS) ./...
+	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN)-race AMPHORA_IMAGE=$(CURDIR)/$(IMAGE) AMPHORA_DEB=$(CURDIR)/$(DEB) \
+	  $(GO) test $(TESTFLAGS) ./...
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)

@@ -14,12 +14,13 @@ import (
 
 // putConfig replaces the agent configuration file the agent was started
 // with (the first --config-file) and applies the options that may change
-// at run time (heartbeat destinations, interval and key, topology) at
-// once. The upload is parsed first: a document the agent could not start
-// with is refused and the file on disk is kept.
+// at run time (heartbeat destinations, interval and key, topology, the
+// agent's syslog settings) at once. The upload is parsed first: a
+// document the agent could not start with is refused and the file on
+// disk is kept.
 func (s *Server) putConfig(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	if _, _, err := config.Parse(config.Source{Name: "uploaded configuration", Data: body}); err != nil {
@@ -56,7 +57,9 @@ func (s *Server) applyConfig(body []byte) error {
 			"controllers", strings.Join(next.ControllerIPPortList, ","),
 			"heartbeat_interval", next.HeartbeatInterval.String(),
 			"heartbeat_key_changed", next.HeartbeatKey != cur.HeartbeatKey,
-			"topology", next.LoadBalancerTopology)
+			"topology", next.LoadBalancerTopology,
+			"use_syslog", next.UseSyslog, "syslog_log_facility", next.SyslogLogFacility,
+			"administrative_log_facility", next.AdministrativeLogFacility)
 	} else {
 		s.Log.Info("agent configuration file rewritten, run-time options unchanged", "file", cur.Files[0])
 	}
@@ -86,7 +89,6 @@ func restartOnlyChanges(cur, next *config.Config) []string {
 	add("agent_request_read_timeout", cur.AgentRequestReadTimeout != next.AgentRequestReadTimeout)
 	add("agent_tls_protocol", cur.AgentTLSProtocol != next.AgentTLSProtocol)
 	add("amphora_id", cur.AmphoraID != next.AmphoraID)
-	add("administrative_log_facility", cur.AdministrativeLogFacility != next.AdministrativeLogFacility)
 	return out
 }
 
@@ -94,12 +96,12 @@ func restartOnlyChanges(cur, next *config.Config) []string {
 // reference, the body must be a certificate with its matching key; the
 // new pair is served to the next TLS connection without a restart.
 func (s *Server) putCertificate(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	if err := s.Certs.Replace(body); err != nil {
-		if errors.Is(err, certs.ErrInvalidKeyPair) {
+		if errors.Is(err, certs.ErrInvalidKeyPair) || errors.Is(err, certs.ErrUnacceptable) {
 			writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid certificate", Details: err.Error()})
 			return
 		}
@@ -107,4 +109,21 @@ func (s *Server) putCertificate(c *gin.Context) {
 		return
 	}
 	ok(c, http.StatusAccepted)
+}
+
+// receiveDocument receives the agent configuration or the agent's
+// certificate (at most Limits.MaxDocument bytes) and returns it: both are
+// parsed whole, and are a few kilobytes.
+func (s *Server) receiveDocument(c *gin.Context) ([]byte, bool) {
+	body, ok := s.receive(c, s.documentLimit())
+	if !ok {
+		return nil, false
+	}
+	defer body.Close()
+	data, err := body.ReadAll()
+	if err != nil {
+		s.internalError(c, err)
+		return nil, false
+	}
+	return data, true
 }

@@ -1,62 +1,24 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
-	"github.com/octavia-go/amphora-agent/internal/execx"
-	"github.com/octavia-go/amphora-agent/netns"
+	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 )
 
-// Inventory is what the information endpoints report about the load
-// balancers configured on this amphora (haproxy.Manager).
-type Inventory interface {
-	// ListenerIDs returns every listener id of every load balancer, sorted.
-	ListenerIDs() []string
-	// RunningLoadBalancers returns the load balancers whose haproxy runs.
-	RunningLoadBalancers(ctx context.Context) []string
-}
-
-// Info gathers what /1.0/info and /1.0/details report. Package versions
-// are cached until the package database or the binary changes, so the
-// controller's frequent /info calls cost no process spawns.
-type Info struct {
-	config *config.Store
-	// Inventory is set once the load-balancer managers exist; nil means
-	// there is nothing configured to report.
-	Inventory Inventory
-	// LVS reports the UDP/SCTP listeners (nil: none).
-	LVS LVSInventory
-	// ProcRoot and Root are "/proc" and "/" except in tests.
-	ProcRoot, Root string
-
-	mu       sync.Mutex // guards versions
-	versions map[string]cachedVersion
-}
-
-type cachedVersion struct {
-	key   string // identifies the state of the package database / binary
-	value *string
-}
-
-// NewInfo returns an Info reading the live system.
-func NewInfo(cfg *config.Store) *Info {
-	return &Info{config: cfg, ProcRoot: "/proc", Root: "/", versions: map[string]cachedVersion{}}
+// Host is what the information endpoints report about the machine
+// (*hostinfo.Probe).
+type Host interface {
+	// Versions are those of haproxy, keepalived and ipvsadm (nil when
+	// not installed).
+	Versions(ctx context.Context) hostinfo.Versions
+	// System is CPU, memory, disk, load and tuned profile; it fails only
+	// when /proc cannot be read.
+	System() (*hostinfo.System, error)
 }
 
 // infoBody is GET /1.0/info, keys in the reference's order. The LVS keys
@@ -130,63 +92,44 @@ func (s *Server) getRoot(c *gin.Context) {
 }
 
 func (s *Server) getInfo(c *gin.Context) {
-	writeJSON(c, http.StatusOK, s.Info.Summary(c.Request.Context()))
+	writeJSON(c, http.StatusOK, s.summary(c.Request.Context()))
 }
 
+// summary is the body of GET /1.0/info.
+func (s *Server) summary(ctx context.Context) infoBody {
+	v := s.Host.Versions(ctx)
+	return infoBody{
+		Hostname:          hostinfo.Hostname(),
+		HAProxyVersion:    v.HAProxy,
+		APIVersion:        APIVersion,
+		KeepalivedVersion: v.Keepalived,
+		IPVSAdmVersion:    v.IPVSAdm,
+	}
+}
+
+// getDetails is GET /1.0/details. It fails only when /proc cannot be
+// read; optional parts (namespace, packages) degrade.
 func (s *Server) getDetails(c *gin.Context) {
-	d, err := s.Info.Details(c.Request.Context())
+	ctx := c.Request.Context()
+	sum := s.summary(ctx)
+	sys, err := s.Host.System()
 	if err != nil {
 		s.internalError(c, err)
 		return
 	}
-	writeJSON(c, http.StatusOK, d)
-}
-
-// Summary is the body of GET /1.0/info.
-func (i *Info) Summary(ctx context.Context) infoBody {
-	host, _ := os.Hostname()
-	return infoBody{
-		Hostname:          host,
-		HAProxyVersion:    i.HAProxyVersion(ctx),
-		APIVersion:        APIVersion,
-		KeepalivedVersion: i.packageVersion(ctx, "keepalived", []string{"/usr/sbin/keepalived", "-v"}, keepalivedVersionRE),
-		IPVSAdmVersion:    i.packageVersion(ctx, "ipvsadm", []string{"/usr/sbin/ipvsadm", "--version"}, ipvsadmVersionRE),
-	}
-}
-
-// Details is the body of GET /1.0/details. It fails only when /proc
-// cannot be read at all; optional parts (namespace, packages) degrade.
-func (i *Info) Details(ctx context.Context) (*detailsBodyJSON, error) {
-	sum := i.Summary(ctx)
-	cpu, err := i.cpu()
-	if err != nil {
-		return nil, err
-	}
-	mem, err := i.memory()
-	if err != nil {
-		return nil, err
-	}
-	load, err := i.load()
-	if err != nil {
-		return nil, err
-	}
-	var st unix.Statfs_t
-	var disk diskBody
-	if err := unix.Statfs(i.Root, &st); err == nil {
-		disk = diskBody{Used: (st.Blocks - st.Bfree) * uint64(st.Frsize), Available: st.Bavail * uint64(st.Frsize)}
-	}
 	d := &detailsBodyJSON{
-		Hostname:            sum.Hostname,
-		HAProxyVersion:      sum.HAProxyVersion,
-		APIVersion:          APIVersion,
-		Networks:            i.networks(),
-		Active:              true,
-		CPUCount:            numCPU(i.ProcRoot),
-		CPU:                 cpu,
-		Memory:              mem,
-		Disk:                disk,
-		Load:                load,
-		ActiveTunedProfiles: tunedProfiles(i.Root),
+		Hostname:       sum.Hostname,
+		HAProxyVersion: sum.HAProxyVersion,
+		APIVersion:     APIVersion,
+		Networks:       map[string]netStats{},
+		Active:         true,
+		CPUCount:       sys.CPUCount,
+		CPU:            cpuBody{Total: sys.CPU.Total, User: sys.CPU.User, System: sys.CPU.System, SoftIRQ: sys.CPU.SoftIRQ},
+		Memory: memoryBody{Total: sys.Memory.Total, Free: sys.Memory.Free, Buffers: sys.Memory.Buffers,
+			Cached: sys.Memory.Cached, SwapUsed: sys.Memory.SwapCached, Shared: sys.Memory.Shmem, Slab: sys.Memory.Slab},
+		Disk:                diskBody{Used: sys.Disk.Used, Available: sys.Disk.Available},
+		Load:                sys.Load,
+		ActiveTunedProfiles: sys.TunedProfiles,
 		Topology:            config.TopologySingle,
 		TopologyStatus:      "OK",
 		Listeners:           []string{},
@@ -194,226 +137,20 @@ func (i *Info) Details(ctx context.Context) (*detailsBodyJSON, error) {
 		KeepalivedVersion:   sum.KeepalivedVersion,
 		IPVSAdmVersion:      sum.IPVSAdmVersion,
 	}
-	if inv := i.Inventory; inv != nil {
-		d.Listeners = inv.ListenerIDs()
-		d.HAProxyCount = len(inv.RunningLoadBalancers(ctx))
+	if s.Net != nil {
+		for name, t := range s.Net.Traffic() {
+			d.Networks[name] = netStats{TX: t.TX, RX: t.RX}
+		}
 	}
-	if lvs := i.LVS; lvs != nil {
-		if ids := lvs.List(); len(ids) > 0 {
+	if s.LBs != nil {
+		d.Listeners = s.LBs.ListenerIDs()
+		d.HAProxyCount = len(s.LBs.RunningLoadBalancers(ctx))
+	}
+	if s.LVS != nil {
+		if ids := s.LVS.List(); len(ids) > 0 {
 			d.Listeners = unionSorted(d.Listeners, ids)
 		}
-		d.LVSProcessCount = lvs.RunningCount()
+		d.LVSProcessCount = s.LVS.RunningCount()
 	}
-	return d, nil
-}
-
-var (
-	haproxyVersionRE    = regexp.MustCompile(`(?i)version\s+(\d+\.\d+\S*)`)
-	keepalivedVersionRE = regexp.MustCompile(`(?i)keepalived\s+v?(\d+\.\d+\S*)`)
-	ipvsadmVersionRE    = regexp.MustCompile(`(?i)ipvsadm\s+v?(\d+\.\d+\S*)`)
-)
-
-// HAProxyVersion is the version of the haproxy binary the agent runs
-// ([haproxy_amphora] haproxy_cmd), e.g. "2.6.12-1+deb12u4" on Debian, the
-// same string as the package version the reference reports. The
-// controller needs it to start with "<major>.<minor>". nil when haproxy
-// is not installed.
-func (i *Info) HAProxyVersion(ctx context.Context) *string {
-	cmd := i.config.Current().HAProxyCmd
-	if v := i.binaryVersion(ctx, "haproxy-bin", []string{cmd, "-v"}, haproxyVersionRE); v != nil {
-		return v
-	}
-	return i.dpkgVersion(ctx, "haproxy")
-}
-
-// packageVersion reports the distribution package version (dpkg, then
-// rpm), like the reference, falling back to what the binary prints.
-func (i *Info) packageVersion(ctx context.Context, pkg string, argv []string, re *regexp.Regexp) *string {
-	if v := i.dpkgVersion(ctx, pkg); v != nil {
-		return v
-	}
-	return i.binaryVersion(ctx, pkg+"-bin", argv, re)
-}
-
-func fileKey(path string) string {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return "absent"
-	}
-	return fi.ModTime().String() + "/" + strconv.FormatInt(fi.Size(), 10)
-}
-
-func (i *Info) cached(name, key string, get func() *string) *string {
-	i.mu.Lock()
-	if c, ok := i.versions[name]; ok && c.key == key {
-		i.mu.Unlock()
-		return c.value
-	}
-	i.mu.Unlock()
-	v := get()
-	i.mu.Lock()
-	i.versions[name] = cachedVersion{key: key, value: v}
-	i.mu.Unlock()
-	return v
-}
-
-func (i *Info) dpkgVersion(ctx context.Context, pkg string) *string {
-	if _, err := os.Stat("/var/lib/dpkg/status"); err == nil {
-		return i.cached("dpkg:"+pkg, fileKey("/var/lib/dpkg/status"), func() *string {
-			out, err := runShort(ctx, "dpkg-query", "-W", "-f=${Version}", pkg)
-			if v := strings.TrimSpace(string(out)); err == nil && v != "" {
-				return &v
-			}
-			return nil
-		})
-	}
-	if _, err := os.Stat("/var/lib/rpm"); err == nil {
-		return i.cached("rpm:"+pkg, fileKey("/var/lib/rpm"), func() *string {
-			out, err := runShort(ctx, "rpm", "-q", "--queryformat", "%{VERSION}", pkg)
-			if v := strings.TrimSpace(string(out)); err == nil && v != "" {
-				return &v
-			}
-			return nil
-		})
-	}
-	return nil
-}
-
-func (i *Info) binaryVersion(ctx context.Context, name string, argv []string, re *regexp.Regexp) *string {
-	return i.cached(name, argv[0]+"@"+fileKey(argv[0]), func() *string {
-		out, err := runShort(ctx, argv...)
-		if err != nil && len(out) == 0 {
-			return nil
-		}
-		m := re.FindSubmatch(out)
-		if m == nil {
-			return nil
-		}
-		v := string(m[1])
-		return &v
-	})
-}
-
-func runShort(ctx context.Context, argv ...string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	return execx.Run(ctx, argv...)
-}
-
-// cpu parses the aggregate line of /proc/stat the way the reference does.
-func (i *Info) cpu() (cpuBody, error) {
-	f, err := os.Open(filepath.Join(i.ProcRoot, "stat"))
-	if err != nil {
-		return cpuBody{}, err
-	}
-	defer f.Close()
-	line, err := bufio.NewReader(f).ReadString('\n')
-	if err != nil {
-		return cpuBody{}, err
-	}
-	fields := strings.Fields(line)
-	if len(fields) < 8 || fields[0] != "cpu" {
-		return cpuBody{}, errors.New("unexpected /proc/stat format")
-	}
-	var total uint64
-	for _, v := range fields[1:] {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return cpuBody{}, errors.New("unexpected /proc/stat value " + v)
-		}
-		total += n
-	}
-	return cpuBody{Total: total, User: fields[1], System: fields[3], SoftIRQ: fields[7]}, nil
-}
-
-func (i *Info) memory() (memoryBody, error) {
-	data, err := os.ReadFile(filepath.Join(i.ProcRoot, "meminfo"))
-	if err != nil {
-		return memoryBody{}, err
-	}
-	kb := map[string]int64{}
-	for _, line := range bytes.Split(data, []byte("\n")) {
-		k, v, ok := bytes.Cut(line, []byte(":"))
-		if !ok {
-			continue
-		}
-		f := bytes.Fields(v)
-		if len(f) != 2 || string(f[1]) != "kB" {
-			continue
-		}
-		n, err := strconv.ParseInt(string(f[0]), 10, 64)
-		if err == nil {
-			kb[string(k)] = n
-		}
-	}
-	return memoryBody{
-		Total: kb["MemTotal"], Free: kb["MemFree"], Buffers: kb["Buffers"], Cached: kb["Cached"],
-		SwapUsed: kb["SwapCached"], Shared: kb["Shmem"], Slab: kb["Slab"],
-	}, nil
-}
-
-func (i *Info) load() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(i.ProcRoot, "loadavg"))
-	if err != nil {
-		return nil, err
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 3 {
-		return nil, errors.New("unexpected /proc/loadavg format")
-	}
-	return f[:3], nil
-}
-
-// numCPU counts online CPUs like os.cpu_count() (not the affinity mask).
-func numCPU(procRoot string) int {
-	data, err := os.ReadFile(filepath.Join(procRoot, "stat"))
-	if err != nil {
-		return 1
-	}
-	n := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "cpu") && len(line) > 3 && line[3] >= '0' && line[3] <= '9' {
-			n++
-		}
-	}
-	return max(n, 1)
-}
-
-func tunedProfiles(root string) string {
-	data, err := os.ReadFile(filepath.Join(root, "etc/tuned/active_profile"))
-	if err != nil {
-		return ""
-	}
-	if len(data) > 1024 {
-		data = data[:1024]
-	}
-	return strings.TrimSpace(string(data))
-}
-
-// networks reports byte counters of the eth* links in the data-plane
-// namespace. A missing namespace is reported as no networks; it is never
-// created here (GAPS D1).
-func (i *Info) networks() map[string]netStats {
-	out := map[string]netStats{}
-	ns, err := netns.OpenNamespace(i.config.Current().Namespace)
-	if err != nil {
-		return out
-	}
-	defer ns.Close()
-	var links []netlink.Link
-	for range 5 {
-		if links, err = ns.Handle().LinkList(); !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return out
-	}
-	for _, l := range links {
-		a := l.Attrs()
-		if strings.HasPrefix(a.Name, "eth") && a.Statistics != nil {
-			out[a.Name] = netStats{TX: a.Statistics.TxBytes, RX: a.Statistics.RxBytes}
-		}
-	}
-	return out
+	writeJSON(c, http.StatusOK, d)
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -14,22 +15,18 @@ import (
 )
 
 // LVSListeners is the UDP/SCTP side of the amphora: one keepalived in LVS
-// mode per listener (keepalived.LVSManager).
+// mode per listener (*keepalived.LVSManager).
 type LVSListeners interface {
 	Exists(listenerID string) bool
-	Upload(ctx context.Context, amphoraID, listenerID string, body []byte) (string, error)
-	Config(listenerID string) ([]byte, error)
-	Action(ctx context.Context, listenerID, action string) (string, error)
-	Delete(ctx context.Context, listenerID string) error
-	Listeners(ctx context.Context) []keepalived.LVSListenerStatus
-}
-
-// LVSInventory is what /1.0/details reports about the LVS listeners.
-type LVSInventory interface {
 	// List returns the LVS listener ids, sorted.
 	List() []string
 	// RunningCount is the number of LVS listeners whose keepalived runs.
 	RunningCount() int
+	Upload(ctx context.Context, amphoraID, listenerID string, body io.Reader) (string, error)
+	Config(listenerID string) ([]byte, error)
+	Action(ctx context.Context, listenerID, action string) (string, error)
+	Delete(ctx context.Context, listenerID string) error
+	Listeners(ctx context.Context) []keepalived.LVSListenerStatus
 }
 
 // routeLVS registers the UDP/SCTP listener endpoints. The action, delete
@@ -52,7 +49,7 @@ func (s *Server) lvsOwns(id string) bool {
 	if s.LVS == nil || !s.LVS.Exists(id) {
 		return false
 	}
-	if lbs, ok := s.LBs.(interface{ Exists(string) bool }); ok && lbs.Exists(id) {
+	if s.LBs != nil && s.LBs.Exists(id) {
 		return false
 	}
 	return true
@@ -67,10 +64,11 @@ func lvsNotFound(c *gin.Context, id string) {
 // gets 400 and changes nothing.
 func (s *Server) putLVSConfig(c *gin.Context) {
 	amphoraID, id := c.Param("amphora"), c.Param("id")
-	body, read := s.uploadBody(c, amphoraID, id)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize, amphoraID, id)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.LVS.Upload(c.Request.Context(), amphoraID, id, body)
 	var ve *keepalived.ValidationError
 	switch {

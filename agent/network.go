@@ -10,8 +10,10 @@ import (
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
-// Network is the data-plane plumbing of the amphora (netns.Manager).
+// Network is the data-plane plumbing of the amphora (*netns.Manager).
 type Network interface {
+	// Traffic are the byte counters of the data-plane NICs.
+	Traffic() map[string]netns.Traffic
 	PlugVIP(ctx context.Context, req *netns.PlugVIPRequest) (*netns.PlugResult, error)
 	PlugNetwork(ctx context.Context, req *netns.PlugNetworkRequest) (*netns.PlugResult, error)
 	InterfaceForIP(ctx context.Context, ip string) (string, error)
@@ -40,7 +42,7 @@ type plugBody struct {
 func (s *Server) plugVIP(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	req, err := netns.ParsePlugVIPRequest(c.Param("vip"), body)
@@ -59,7 +61,7 @@ func (s *Server) plugVIP(c *gin.Context) {
 func (s *Server) plugNetwork(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	req, err := netns.ParsePlugNetworkRequest(body)
@@ -90,7 +92,7 @@ func (s *Server) getInterface(c *gin.Context) {
 func (s *Server) putInterfaceRules(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	if err := s.Net.SetInterfaceRules(c.Request.Context(), c.Param("ip"), body); err != nil {

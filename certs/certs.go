@@ -91,6 +91,7 @@ const recheck = time.Second
 // server, reloading them when their files change.
 type Store struct {
 	certPath, caPath string
+	serverName       func() string
 	log              *slog.Logger
 
 	mu        sync.Mutex // guards the following
@@ -101,10 +102,25 @@ type Store struct {
 	checked   time.Time
 }
 
+// Options say where the agent's TLS material lives and whom it serves.
+type Options struct {
+	CertPath string // server certificate and key, one PEM file (agent_server_cert)
+	CAPath   string // CA bundle client certificates must chain to (agent_server_ca)
+	// ServerName returns the name the controller expects in the server
+	// certificate: the amphora id. Empty (or nil) means "the name of the
+	// certificate served now".
+	ServerName func() string
+	Log        *slog.Logger
+}
+
 // Open loads both files; an unreadable or invalid file is an error, so the
 // agent refuses to start rather than serve nothing.
-func Open(certPath, caPath string, log *slog.Logger) (*Store, error) {
-	s := &Store{certPath: certPath, caPath: caPath, log: log}
+func Open(o Options) (*Store, error) {
+	certPath, caPath := o.CertPath, o.CAPath
+	s := &Store{certPath: certPath, caPath: caPath, serverName: o.ServerName, log: o.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
 	data, err := os.ReadFile(certPath)
 	if err != nil {
 		return nil, err
@@ -134,9 +150,10 @@ func Open(certPath, caPath string, log *slog.Logger) (*Store, error) {
 	return s, nil
 }
 
-// Replace validates data as a key pair and, only if it is one, atomically
-// writes it to the certificate file (mode 0600) and serves it to every new
-// connection. On error the old file and pair stay in place.
+// Replace validates data as a key pair the controller will accept (see
+// CheckRotation) and, only if it is one, atomically writes it to the
+// certificate file (mode 0600) and serves it to every new connection. On
+// error the old file and pair stay in place and keep being served.
 func (s *Store) Replace(data []byte) error {
 	pair, err := ParseKeyPair(data)
 	if err != nil {
@@ -144,6 +161,13 @@ func (s *Store) Replace(data []byte) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	name := ""
+	if s.serverName != nil {
+		name = s.serverName()
+	}
+	if err := CheckRotation(pair, s.pair, s.pool, name, time.Now()); err != nil {
+		return err
+	}
 	if err := fsutil.WriteFile(s.certPath, data, 0o600); err != nil {
 		return err
 	}

@@ -24,7 +24,8 @@ func newStore(t *testing.T) (*Store, *testutil.PKI, string) {
 	if err := os.WriteFile(certPath, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(certPath, p.ClientCA, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := Open(Options{CertPath: certPath, CAPath: p.ClientCA, ServerName: func() string { return testutil.DefaultAmphoraID },
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

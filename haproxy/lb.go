@@ -5,19 +5,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/keyedlock"
-	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -31,47 +28,80 @@ var (
 	ErrUnknownAction = errors.New("unknown action")
 )
 
-// Hooks connect the load-balancer life cycle to the other components.
-// Every hook is optional.
-type Hooks struct {
-	// EnsureNamespace makes sure the data-plane namespace exists before
-	// haproxy starts in it (the built-in supervisor has no amphora-netns
-	// unit to do it).
-	EnsureNamespace func(ctx context.Context) error
-	// Advertise sends GARP/NA for the addresses after a start or reload
-	// in SINGLE topology.
-	Advertise func(ctx context.Context, addrs []string)
-	// VRRPCheckUpdate refreshes keepalived's haproxy check after an
-	// ACTIVE_STANDBY start/stop/reload or a delete.
-	VRRPCheckUpdate func(ctx context.Context)
+// Namespace is the data-plane network namespace haproxy runs in
+// (*netns.Manager).
+type Namespace interface {
+	// EnsureNamespace creates the namespace, if needed, before haproxy
+	// starts in it (the built-in supervisor has no amphora-netns unit to
+	// do it).
+	EnsureNamespace() error
 }
 
-// Options configure a Manager.
-type Options struct {
-	Config *config.Store
-	Units  service.Manager
-	// Systemd says Units is the systemd manager: the amphora-netns unit
-	// is installed next to the haproxy units.
-	Systemd bool
-	// AgentArgv is how amphora-netns.service runs this agent
-	// (binary and --config-file arguments).
-	AgentArgv []string
-	Hooks     Hooks
-	Log       *slog.Logger
+// Advertiser announces addresses haproxy starts serving (GARP/NA), in
+// the background (*netns.Announcer).
+type Advertiser interface {
+	Announce(addrs []string)
 }
+
+// VRRPCheck is keepalived's check of the load balancers
+// (*keepalived.Manager): it covers the haproxy instances that should
+// run, so it is told when that set may have changed (ACTIVE_STANDBY).
+type VRRPCheck interface {
+	ServicesChanged(ctx context.Context)
+}
+
+// Options configure a Manager. The plain fields are options that do not
+// change while the agent runs; Topology is read at every action.
+type Options struct {
+	// BasePath holds a directory per load balancer ([haproxy_amphora]
+	// base_path).
+	BasePath string
+	// CertDir holds the certificates, a directory per load balancer
+	// ([haproxy_amphora] base_cert_dir).
+	CertDir string
+	// Cmd is the haproxy binary ([haproxy_amphora] haproxy_cmd).
+	Cmd string
+	// UserGroupConfig is the user/group snippet given to haproxy with -f
+	// ([amphora_agent] haproxy_user_group_config); written when missing.
+	UserGroupConfig string
+	// Namespace is the data-plane namespace haproxy runs in.
+	Namespace string
+	// NetnsUnit is the unit creating the namespace, which the haproxy
+	// units require (netns.UnitName under systemd; "" for the built-in
+	// supervisor).
+	NetnsUnit string
+	// AmphoraID is [amphora_agent] amphora_id: Reconcile renders the
+	// services with its peer name; uploads for another id are logged.
+	AmphoraID string
+	// Topology returns [controller_worker] loadbalancer_topology (SINGLE
+	// or ACTIVE_STANDBY), which PUT /1.0/config may change; nil: SINGLE.
+	Topology func() string
+	// Units runs the services.
+	Units service.Manager
+	// Inventory reads what is configured (NewInventory(BasePath, Units,
+	// Log) when nil); pass the one keepalived's check reads too.
+	Inventory *Inventory
+	// Netns, Advertiser and VRRP are the neighbours the life cycle
+	// notifies; each is optional.
+	Netns      Namespace
+	Advertiser Advertiser
+	VRRP       VRRPCheck
+	Log        *slog.Logger
+}
+
+// topologyActiveStandby is the ACTIVE_STANDBY value of Options.Topology.
+const topologyActiveStandby = "ACTIVE_STANDBY"
 
 // Manager owns the haproxy load balancers of the amphora: their
 // configuration files under base_path, their services and their
 // certificates. Operations on one load balancer are serialized; different
-// load balancers proceed in parallel.
+// load balancers proceed in parallel. The read side is its Inventory.
 type Manager struct {
+	*Inventory
 	opts Options
 	log  *slog.Logger
 
 	locks keyedlock.Map // serializes the operations on one load balancer
-
-	mu      sync.Mutex // guards sockets
-	sockets map[string]cachedSocket
 
 	versionMu sync.Mutex // guards the cached haproxy version
 	version   Version
@@ -80,77 +110,31 @@ type Manager struct {
 
 // NewManager returns a Manager; call Reconcile once at start-up.
 func NewManager(o Options) *Manager {
-	return &Manager{opts: o, log: o.Log, sockets: map[string]cachedSocket{}}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Inventory == nil {
+		o.Inventory = NewInventory(o.BasePath, o.Units, o.Log)
+	}
+	return &Manager{Inventory: o.Inventory, opts: o, log: o.Log}
 }
 
-func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
-
-// Paths of one load balancer.
-func (m *Manager) dir(lbID string) string        { return filepath.Join(m.cfg().BasePath, lbID) }
-func (m *Manager) ConfigPath(lbID string) string { return filepath.Join(m.dir(lbID), "haproxy.cfg") }
-func (m *Manager) pidPath(lbID string) string    { return filepath.Join(m.dir(lbID), lbID+".pid") }
-func (m *Manager) statePath(lbID string) string  { return filepath.Join(m.dir(lbID), "servers-state") }
-
-// SocketPath is the stats socket of a load balancer: the one its
-// configuration declares, else base_path/<lb>.sock. The answer is cached
-// until the configuration file changes (the heartbeat asks every tick).
-func (m *Manager) SocketPath(lbID string) string {
-	def := filepath.Join(m.cfg().BasePath, lbID+".sock")
-	cfgPath := m.ConfigPath(lbID)
-	fi, err := os.Stat(cfgPath)
-	if err != nil {
-		return def
-	}
-	key := fmt.Sprintf("%s/%d/%s", fi.ModTime(), fi.Size(), cfgPath)
-	m.mu.Lock()
-	c, ok := m.sockets[lbID]
-	m.mu.Unlock()
-	if ok && c.key == key {
-		return c.path
-	}
-	path := def
-	if data, err := os.ReadFile(cfgPath); err == nil {
-		if p := Parse(data).StatsSocket; p != "" {
-			path = p
-		}
-	}
-	m.mu.Lock()
-	m.sockets[lbID] = cachedSocket{key: key, path: path}
-	m.mu.Unlock()
-	return path
+func (m *Manager) activeStandby() bool {
+	return m.opts.Topology != nil && m.opts.Topology() == topologyActiveStandby
 }
 
-type cachedSocket struct{ key, path string }
-
-// Exists reports whether the load balancer has an installed configuration.
-func (m *Manager) Exists(lbID string) bool {
-	if !fsutil.ValidID(lbID) {
-		return false
+// servicesChanged tells keepalived's check that the set of haproxy
+// instances that should run may have changed.
+func (m *Manager) servicesChanged(ctx context.Context, activeStandby bool) {
+	if activeStandby && m.opts.VRRP != nil {
+		m.opts.VRRP.ServicesChanged(ctx)
 	}
-	_, err := os.Stat(m.ConfigPath(lbID))
-	return err == nil
-}
-
-// List returns the ids of the configured load balancers, sorted.
-func (m *Manager) List() []string {
-	entries, err := os.ReadDir(m.cfg().BasePath)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range entries {
-		if e.IsDir() && fsutil.ValidID(e.Name()) && m.Exists(e.Name()) {
-			out = append(out, e.Name())
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // haproxyVersion returns the configured binary's version, cached until
 // the binary changes.
 func (m *Manager) haproxyVersion(ctx context.Context) (Version, error) {
-	cmd := m.cfg().HAProxyCmd
+	cmd := m.opts.Cmd
 	key := cmd
 	if fi, err := os.Stat(cmd); err == nil {
 		key = fmt.Sprintf("%s@%s/%d", cmd, fi.ModTime(), fi.Size())
@@ -172,7 +156,7 @@ func (m *Manager) haproxyVersion(ctx context.Context) (Version, error) {
 // normally provides, when it is missing, so validation and start work on
 // a host built without the amphora image element.
 func (m *Manager) ensureUserGroup() error {
-	path := m.cfg().UserGroupConfig
+	path := m.opts.UserGroupConfig
 	if _, err := os.Stat(path); err == nil {
 		return nil
 	}
@@ -188,20 +172,24 @@ func (m *Manager) ensureUserGroup() error {
 }
 
 // Upload validates and installs a load balancer's haproxy configuration.
-// The body is staged as haproxy.cfg.new and checked with the configured
-// haproxy binary; on refusal it is kept as haproxy.cfg.new-failed and the
-// installed configuration is untouched. It returns the MD5 of body.
-func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error) {
+// The body streams into haproxy.cfg.new (rewritten on the way, see
+// Rewrite) and is checked from there with the configured haproxy binary;
+// on refusal it is kept as haproxy.cfg.new-failed and the installed
+// configuration is untouched. It returns the MD5 of the body as read.
+// The caller should have the body at hand (a file, not a network
+// stream): it is read while the load balancer's lock is held.
+func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body io.Reader) (string, error) {
 	if !fsutil.ValidID(lbID) || !fsutil.ValidID(amphoraID) {
 		return "", ErrBadID
 	}
-	sum := fsutil.MD5Hex(body)
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
-	c := m.cfg()
-	if c.AmphoraID != "" && !strings.EqualFold(c.AmphoraID, amphoraID) {
+	if own := m.opts.AmphoraID; own != "" && !strings.EqualFold(own, amphoraID) {
 		m.log.Warn("haproxy upload for another amphora id; its peer name is used", "lb_id", lbID,
-			"amphora_id", amphoraID, "configured_amphora_id", c.AmphoraID)
+			"amphora_id", amphoraID, "configured_amphora_id", own)
 	}
 	v, err := m.haproxyVersion(ctx)
 	if err != nil {
@@ -214,28 +202,28 @@ func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byt
 		return "", err
 	}
 	peer := PeerName(amphoraID)
-	if err := fsutil.WriteChecked(m.ConfigPath(lbID), Rewrite(body, v), 0o600, func(staged string) error {
-		return Check(ctx, c.HAProxyCmd, peer, staged, c.UserGroupConfig)
-	}); err != nil {
+	in := fsutil.NewDigestReader(body)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(RewriteTo(pw, in, v)) }()
+	err = fsutil.WriteCheckedReader(m.ConfigPath(lbID), pr, 0o600, func(staged string) error {
+		return Check(ctx, m.opts.Cmd, peer, staged, m.opts.UserGroupConfig)
+	})
+	pr.CloseWithError(io.ErrClosedPipe) // ends the rewrite if the write stopped early
+	if err != nil {
 		return "", err
 	}
 	if err := m.installServices(ctx, lbID, peer, v); err != nil {
 		return "", err
 	}
-	m.log.Info("haproxy configuration installed", "lb_id", lbID, "bytes", len(body), "md5", sum)
+	sum := in.MD5Hex()
+	m.log.Info("haproxy configuration installed", "lb_id", lbID, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
 func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Version) error {
-	c := m.cfg()
-	if m.opts.Systemd {
-		if err := m.installNetnsUnit(ctx); err != nil {
-			return err
-		}
-	}
 	svc, err := UnitParams{
-		LBID: lbID, Cmd: c.HAProxyCmd, Config: m.ConfigPath(lbID), UserGroup: c.UserGroupConfig,
-		PIDFile: m.pidPath(lbID), Peer: peer, Namespace: c.Namespace, Netns: NetnsUnitName, Version: v,
+		LBID: lbID, Cmd: m.opts.Cmd, Config: m.ConfigPath(lbID), UserGroup: m.opts.UserGroupConfig,
+		PIDFile: m.pidPath(lbID), Peer: peer, Namespace: m.opts.Namespace, Netns: m.opts.NetnsUnit, Version: v,
 	}.Service()
 	if err != nil {
 		return err
@@ -250,62 +238,6 @@ func (m *Manager) installServices(ctx context.Context, lbID, peer string, v Vers
 	return nil
 }
 
-// installNetnsUnit writes amphora-netns.service unless the image (or an
-// operator) provides one of its own.
-func (m *Manager) installNetnsUnit(ctx context.Context) error {
-	path := filepath.Join(m.cfg().SystemdUnitDir, NetnsUnitName+".service")
-	if data, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(data, []byte(GeneratedMarker)) {
-		return nil
-	}
-	svc, err := NetnsService(m.cfg().Namespace, m.opts.AgentArgv)
-	if err != nil {
-		return err
-	}
-	if _, err := m.opts.Units.Install(ctx, svc); err != nil {
-		// The haproxy unit requires it: report, like a failed enable.
-		return &service.ActionError{Message: "Error installing " + NetnsUnitName + " service", Err: err}
-	}
-	return nil
-}
-
-// Config returns the installed configuration of a load balancer.
-func (m *Manager) Config(lbID string) ([]byte, error) {
-	if !fsutil.ValidID(lbID) {
-		return nil, ErrBadID
-	}
-	data, err := os.ReadFile(m.ConfigPath(lbID))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, ErrNotFound
-	}
-	return data, err
-}
-
-// Running reports whether the load balancer's haproxy runs: its pid file
-// names a live haproxy process started with this load balancer's
-// configuration (a recycled pid does not count, GAPS B5), or the service
-// manager reports the service active.
-func (m *Manager) Running(ctx context.Context, lbID string) bool {
-	if processRuns(m.pidPath(lbID), m.ConfigPath(lbID)) {
-		return true
-	}
-	if m.opts.Units == nil {
-		return false
-	}
-	st, err := m.opts.Units.State(ctx, UnitName(lbID))
-	return err == nil && st.Active
-}
-
-// processRuns reports whether the pid on the first line of pidFile is a
-// live (not zombie) process whose command line mentions arg.
-func processRuns(pidFile, arg string) bool {
-	pid := procfs.ReadPID(pidFile)
-	if !procfs.Alive(pid) {
-		return false
-	}
-	argv, err := procfs.Cmdline(pid)
-	return err == nil && slices.Contains(argv, arg)
-}
-
 // Action starts, stops or reloads a load balancer. It returns the
 // reference's success detail text.
 func (m *Manager) Action(ctx context.Context, lbID, action string) (string, error) {
@@ -316,19 +248,21 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	if !fsutil.ValidID(lbID) {
 		return "", ErrBadID
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if !m.Exists(lbID) {
 		return "", ErrNotFound
 	}
-	c := m.cfg()
+	activeStandby := m.activeStandby()
 	name := UnitName(lbID)
-	if action != "stop" && m.opts.Hooks.EnsureNamespace != nil {
-		if err := m.opts.Hooks.EnsureNamespace(ctx); err != nil {
+	if action != "stop" && m.opts.Netns != nil {
+		if err := m.opts.Netns.EnsureNamespace(); err != nil {
 			return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 		}
 	}
-	var err error
 	switch action {
 	case "start":
 		err = m.opts.Units.Start(ctx, name)
@@ -337,16 +271,14 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	case "reload":
 		action, err = m.reload(ctx, lbID)
 	}
-	if c.ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
-	}
+	m.servicesChanged(ctx, activeStandby)
 	if err != nil {
 		return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 	}
 	m.log.Info("haproxy "+pastTense(action), "lb_id", lbID, "unit", name)
-	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
+	if action != "stop" && !activeStandby && m.opts.Advertiser != nil {
 		if data, err := os.ReadFile(m.ConfigPath(lbID)); err == nil {
-			m.opts.Hooks.Advertise(ctx, Parse(data).BindAddresses)
+			m.opts.Advertiser.Announce(Parse(data).BindAddresses)
 		}
 	}
 	if action == "start" {
@@ -413,7 +345,10 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if !fsutil.ValidID(lbID) {
 		return ErrBadID
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	if !m.Exists(lbID) {
 		// Finish an interrupted delete (the configuration goes first).
@@ -438,9 +373,7 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if err := m.removeRest(ctx, lbID); err != nil {
 		return err
 	}
-	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
-	}
+	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("load balancer deleted", "lb_id", lbID)
 	return nil
 }
@@ -449,7 +382,7 @@ func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 	if err := m.opts.Units.Remove(ctx, UnitName(lbID)); err != nil {
 		return &service.ActionError{Message: "Error disabling haproxy service", Err: err}
 	}
-	if err := os.RemoveAll(filepath.Join(m.cfg().BaseCertDir, lbID)); err != nil {
+	if err := os.RemoveAll(filepath.Join(m.opts.CertDir, lbID)); err != nil {
 		m.log.Warn("could not remove load balancer certificates", "lb_id", lbID, "err", err)
 	}
 	return os.RemoveAll(m.dir(lbID))
@@ -463,8 +396,7 @@ func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 // whose configuration is gone (a delete interrupted by a crash) is
 // removed.
 func (m *Manager) Reconcile(ctx context.Context) {
-	c := m.cfg()
-	entries, err := os.ReadDir(c.BasePath)
+	entries, err := os.ReadDir(m.opts.BasePath)
 	if err != nil {
 		return
 	}
@@ -491,7 +423,7 @@ func (m *Manager) Reconcile(ctx context.Context) {
 // balancer, with the peer name of the configured amphora id (the one the
 // controller uploads with).
 func (m *Manager) reinstall(ctx context.Context, lbID string) {
-	amphoraID := m.cfg().AmphoraID
+	amphoraID := m.opts.AmphoraID
 	if amphoraID == "" {
 		m.log.Warn("cannot refresh the haproxy service without [amphora_agent] amphora_id", "lb_id", lbID)
 		return
@@ -505,60 +437,6 @@ func (m *Manager) reinstall(ctx context.Context, lbID string) {
 	if err := m.installServices(ctx, lbID, PeerName(amphoraID), v); err != nil {
 		m.log.Warn("cannot refresh the haproxy service", "lb_id", lbID, "err", err)
 	}
-}
-
-// ListenerStatus is one entry of GET /1.0/listeners.
-type ListenerStatus struct {
-	Status string `json:"status"`
-	UUID   string `json:"uuid"`
-	Type   string `json:"type"`
-}
-
-// Listeners lists every frontend of every load balancer. Status is
-// ACTIVE for a configured listener, ERROR when its haproxy failed; a
-// configuration that cannot be read is skipped, not fatal (GAPS C13).
-func (m *Manager) Listeners(ctx context.Context) []ListenerStatus {
-	out := []ListenerStatus{}
-	for _, lb := range m.List() {
-		data, err := os.ReadFile(m.ConfigPath(lb))
-		if err != nil {
-			m.log.Warn("unreadable haproxy configuration skipped", "lb_id", lb, "err", err)
-			continue
-		}
-		status := "ACTIVE"
-		if st, err := m.opts.Units.State(ctx, UnitName(lb)); err == nil && st.ActiveState == "failed" {
-			status = "ERROR"
-		}
-		for _, f := range Parse(data).Frontends {
-			out = append(out, ListenerStatus{Status: status, UUID: f.Name, Type: f.Mode})
-		}
-	}
-	return out
-}
-
-// ListenerIDs returns the frontend names of every load balancer, sorted.
-func (m *Manager) ListenerIDs() []string {
-	ids := []string{}
-	for _, lb := range m.List() {
-		if data, err := os.ReadFile(m.ConfigPath(lb)); err == nil {
-			for _, f := range Parse(data).Frontends {
-				ids = append(ids, f.Name)
-			}
-		}
-	}
-	sort.Strings(ids)
-	return ids
-}
-
-// RunningLoadBalancers returns the load balancers whose haproxy runs.
-func (m *Manager) RunningLoadBalancers(ctx context.Context) []string {
-	var out []string
-	for _, lb := range m.List() {
-		if m.Running(ctx, lb) {
-			out = append(out, lb)
-		}
-	}
-	return out
 }
 
 func ing(action string) string {

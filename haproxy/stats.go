@@ -17,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -163,6 +164,34 @@ func (c *StatsClient) ShowInfo(ctx context.Context) (RuntimeInfo, error) {
 		return nil, fmt.Errorf("haproxy %s %q: %w", c.Path, cmdShowInfo, err)
 	}
 	return info, nil
+}
+
+// errNoSockets: nothing to check means unhealthy.
+var errNoSockets = errors.New("no haproxy stats socket to check: no load balancer is running here")
+
+// CheckAnswering asks every stats socket for "show info", concurrently,
+// and returns the failures joined: nil when every haproxy answered with
+// its Pid. No socket at all is a failure (GAPS C4: an amphora without a
+// running load balancer must not become VRRP MASTER). It is the verdict
+// of "amphora-agent vrrp-check", keepalived's check of the load
+// balancers.
+func CheckAnswering(ctx context.Context, sockets []string) error {
+	if len(sockets) == 0 {
+		return errNoSockets
+	}
+	errs := make([]error, len(sockets))
+	var wg sync.WaitGroup
+	for i, s := range sockets {
+		wg.Go(func() {
+			info, err := NewStatsClient(s).ShowInfo(ctx)
+			if err == nil && info["Pid"] == "" {
+				err = fmt.Errorf("haproxy %s: show info without a Pid field", s)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ShowServersState returns the "show servers state" dump in the form haproxy

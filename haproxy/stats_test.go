@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,76 +23,27 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the testdata/ captures from a live haproxy")
 
-// Object ids of the capture fixture: the ids of HEARTBEAT.md §3.2.
+// Object ids of the capture fixture (testutil's statistics fixture).
 const (
-	fxL1 = "8a1b2c3d-0000-4000-8000-000000000001"
-	fxL2 = "8a1b2c3d-0000-4000-8000-000000000002"
-	fxP1 = "9a1b2c3d-0000-4000-8000-0000000000aa:" + fxL1
-	fxP2 = "9a1b2c3d-0000-4000-8000-0000000000bb:" + fxL2
-	fxM  = "aaaaaaaa-0000-4000-8000-00000000000" // + 1..6
-	fxM2 = "bbbbbbbb-0000-4000-8000-000000000001"
+	fxL1 = testutil.FixtureL1
+	fxL2 = testutil.FixtureL2
+	fxP1 = testutil.FixtureP1
+	fxP2 = testutil.FixtureP2
+	fxM  = testutil.FixtureMember // + 1..6
+	fxM2 = testutil.FixtureTCPMember
 
 	// fxRequest is the one HTTP request sent through listener 1 before the
 	// capture; its length is the frontend's bin.
 	fxRequest = "GET / HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
 )
 
-// fixtureConfig is the haproxy configuration the captures come from: one
-// HTTP listener whose pool has a member of every kind, one TCP listener
-// holding a connection, and the internal prometheus proxy. The user-level
-// socket is what Octavia renders; the admin-level one also shows addresses
-// and cookies (member 3's cookie carries UTF-8, a comma and a quote).
-const fixtureConfig = `global
-    stats socket {{dir}}/u.sock mode 0600 level user
-    stats socket {{dir}}/a.sock mode 0600 level admin
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-frontend ` + fxL1 + `
-    bind 127.0.0.1:{{fe1}}
-    option socket-stats
-    default_backend ` + fxP1 + `
-backend ` + fxP1 + `
-    cookie SRV insert indirect nocache
-    server ` + fxM + `1 {{member}} check inter 100ms fall 1 rise 1
-    server ` + fxM + `2 127.0.0.1:{{closed}} check inter 100ms fall 1 rise 1
-    server ` + fxM + `3 {{member}} cookie "é,x\"y"
-    server ` + fxM + `4 {{member}} check disabled
-    server ` + fxM + `5 {{member}} check inter 100ms fall 1 rise 1 weight 0
-    server ` + fxM + `6 {{member}} weight 0
-frontend ` + fxL2 + `
-    mode tcp
-    bind 127.0.0.1:{{fe2}}
-    default_backend ` + fxP2 + `
-backend ` + fxP2 + `
-    mode tcp
-    server ` + fxM2 + ` {{member}}
-frontend prometheus-exporter-internal-endpoint
-    bind 127.0.0.1:{{prom}}
-    http-request use-service prometheus-exporter if { path /metrics }
-    default_backend prometheus-exporter-internal
-backend prometheus-exporter-internal
-    server prometheus-internal {{member}}
-`
-
 // fixtureStatuses is what the fixture reports once health checks settled.
 func fixtureStatuses() *StatsReport {
-	return &StatsReport{
-		Listeners: map[string]ListenerStats{fxL1: {Status: "OPEN"}, fxL2: {Status: "OPEN"}},
-		Pools: map[string]PoolStatus{
-			fxP1: {Status: "UP", Members: map[string]string{
-				fxM + "1": "UP",
-				fxM + "2": "DOWN",
-				fxM + "3": "no check",
-				fxM + "4": "MAINT",
-				fxM + "5": "DRAIN",
-				fxM + "6": "no check",
-			}},
-			fxP2: {Status: "UP", Members: map[string]string{fxM2: "no check"}},
-		},
+	r := &StatsReport{Listeners: map[string]ListenerStats{fxL1: {Status: "OPEN"}, fxL2: {Status: "OPEN"}}, Pools: map[string]PoolStatus{}}
+	for pool, members := range testutil.FixtureMembers() {
+		r.Pools[pool] = PoolStatus{Status: "UP", Members: members}
 	}
+	return r
 }
 
 // statusesOnly clears the counters, which vary from run to run.
@@ -106,75 +55,21 @@ func statusesOnly(r *StatsReport) *StatsReport {
 	return out
 }
 
-type fixture struct {
-	userSock, adminSock string
-	fe1, fe2            string // frontend addresses
-}
-
-// runHAProxy starts haproxy in the foreground on cfg (with {{dir}}
-// replaced) and stops it, by pid, when the test ends. It returns once the
-// socket named readySock answers.
-func runHAProxy(t testing.TB, dir, cfg, readySock string) {
+// startFixture runs the statistics fixture, read with this package's
+// client.
+func startFixture(t testing.TB) *testutil.StatsFixture {
 	t.Helper()
-	path := filepath.Join(dir, "haproxy.cfg")
-	if err := os.WriteFile(path, []byte(strings.ReplaceAll(cfg, "{{dir}}", dir)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	testutil.StartHAProxy(t, path, func(ctx context.Context) error {
-		_, err := NewStatsClient(readySock).ShowInfo(ctx)
-		return err
-	})
-}
-
-// startFixture runs haproxy on fixtureConfig with a real member server,
-// waits until every health check settled, and returns the fixture.
-func startFixture(t testing.TB) *fixture {
-	t.Helper()
-	testutil.RequireBinary(t, "haproxy")
-	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "ok")
-	}))
-	t.Cleanup(member.Close)
-	dir := testutil.ShortDir(t, "hx")
-	f := &fixture{userSock: filepath.Join(dir, "u.sock"), adminSock: filepath.Join(dir, "a.sock")}
-	fe1, fe2 := testutil.FreePort(t), testutil.FreePort(t)
-	f.fe1, f.fe2 = fmt.Sprintf("127.0.0.1:%d", fe1), fmt.Sprintf("127.0.0.1:%d", fe2)
-	cfg := strings.NewReplacer(
-		"{{fe1}}", fmt.Sprint(fe1), "{{fe2}}", fmt.Sprint(fe2), "{{prom}}", fmt.Sprint(testutil.FreePort(t)),
-		"{{closed}}", fmt.Sprint(testutil.FreePort(t)), "{{member}}", member.Listener.Addr().String(),
-	).Replace(fixtureConfig)
-	runHAProxy(t, dir, cfg, f.userSock)
-
-	c := NewStatsClient(f.userSock)
-	want := fixtureStatuses()
-	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
-		r, err := c.Report(context.Background())
+	return testutil.StartStatsFixture(t, func(ctx context.Context, sock string) (map[string]map[string]string, error) {
+		r, err := NewStatsClient(sock).Report(ctx)
 		if err != nil {
-			return false, err.Error()
+			return nil, err
 		}
-		d := cmp.Diff(want, statusesOnly(r))
-		return d == "", d
+		out := map[string]map[string]string{}
+		for pool, p := range r.Pools {
+			out[pool] = p.Members
+		}
+		return out, nil
 	})
-	return f
-}
-
-// rawRequest sends req on a new connection and returns the whole answer.
-func rawRequest(t testing.TB, addr, req string) []byte {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(conn, req); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := io.ReadAll(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
 }
 
 // TestLiveStats runs the client against a real haproxy 2.6 on the
@@ -184,7 +79,7 @@ func TestLiveStats(t *testing.T) {
 	f := startFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	c := NewStatsClient(f.userSock)
+	c := NewStatsClient(f.UserSock)
 
 	before, err := c.Report(ctx)
 	if err != nil {
@@ -192,16 +87,16 @@ func TestLiveStats(t *testing.T) {
 	}
 	// One request through the HTTP listener. haproxy counts HTTP bytes in
 	// its internal (HTX) representation, so only growth is checked here.
-	if resp := rawRequest(t, f.fe1, fxRequest); !bytes.HasPrefix(resp, []byte("HTTP/1.1 200")) {
+	if resp := testutil.RawHTTP(t, f.FE1, fxRequest); !bytes.HasPrefix(resp, []byte("HTTP/1.1 200")) {
 		t.Fatalf("request through haproxy: %q", resp)
 	}
 	// The same request through the TCP listener: raw bytes, counted exactly.
-	resp := rawRequest(t, f.fe2, fxRequest)
+	resp := testutil.RawHTTP(t, f.FE2, fxRequest)
 	if !bytes.HasPrefix(resp, []byte("HTTP/1.1 200")) {
 		t.Fatalf("request through haproxy: %q", resp)
 	}
 	// Hold one TCP session on listener 2 for the scur column.
-	hold, err := net.Dial("tcp", f.fe2)
+	hold, err := net.Dial("tcp", f.FE2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,12 +156,12 @@ func TestLiveStats(t *testing.T) {
 }
 
 // capture writes the raw answers the table tests use.
-func capture(t *testing.T, ctx context.Context, f *fixture) {
+func capture(t *testing.T, ctx context.Context, f *testutil.StatsFixture) {
 	files := []struct{ sock, cmd, name string }{
-		{f.userSock, cmdShowStat, "show_stat_2.6.csv"},
-		{f.adminSock, "show stat -1 -1 -1", "show_stat_all_admin_2.6.csv"},
-		{f.userSock, cmdShowInfo, "show_info_2.6.txt"},
-		{f.userSock, cmdShowServersState, "show_servers_state_2.6.txt"},
+		{f.UserSock, cmdShowStat, "show_stat_2.6.csv"},
+		{f.AdminSock, "show stat -1 -1 -1", "show_stat_all_admin_2.6.csv"},
+		{f.UserSock, cmdShowInfo, "show_info_2.6.txt"},
+		{f.UserSock, cmdShowServersState, "show_servers_state_2.6.txt"},
 	}
 	for _, fl := range files {
 		out, err := NewStatsClient(fl.sock).Query(ctx, fl.cmd)

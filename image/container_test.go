@@ -35,7 +35,7 @@ type container struct {
 // bootScript mounts the overlay in the command's private mount
 // namespace and replaces itself with systemd-nspawn (same pid), so the
 // mount disappears with the container.
-const bootScript = mountScript + `shift 4
+const bootScript = mountScript + `shift 6
 exec systemd-nspawn -D "$root" "$@"
 `
 

@@ -1,11 +1,12 @@
 package image
 
-// TestAmphoraImage is the end-to-end test of a real amphora image: a
-// debootstrapped Debian bookworm root filesystem with the
-// amphora-agent-go element installed the way diskimage-builder installs
-// it, booted with systemd-nspawn (systemd as PID 1, a real system
-// manager and system bus), driven over mTLS by the Octavia controller's
-// own REST client, then powered off and booted again.
+// TestAmphoraImage is the end-to-end test of the amphora image
+// diskimage-builder built ("make image"): its root file system booted
+// with systemd-nspawn (systemd as PID 1, a real system manager and
+// system bus, the agent installed by its Debian package), driven over
+// mTLS by the Octavia controller's own REST client, then powered off and
+// booted again. The VM test (test/vm) boots the same image in QEMU with
+// its own kernel and a config drive.
 //
 // Topology (every address lives in a namespace the test creates, except
 // the host end of the management veth the test creates):
@@ -40,6 +41,8 @@ import (
 
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
+	agentnetns "github.com/octavia-go/amphora-agent/netns"
+	"github.com/octavia-go/amphora-agent/service"
 )
 
 const (
@@ -304,7 +307,7 @@ func powerCycle(t *testing.T, c *container, root *amphoraRoot, amp *testutil.Net
 	tOn := time.Now()
 	c = boot(t, root, c.name, amp.Path(), consoleLog)
 	t.Logf("timing: power-off %v, boot %v", tOn.Sub(tOff).Round(100*time.Millisecond), time.Since(tOn).Round(100*time.Millisecond))
-	for _, u := range []string{"amphora-agent", haproxy.NetnsUnitName} {
+	for _, u := range []string{"amphora-agent", agentnetns.UnitName} {
 		if out, err := c.exec(20*time.Second, "journalctl", "-b", "-o", "cat", "--no-pager", "-u", u, "--grep", "NIC restored"); err == nil {
 			t.Logf("boot-time restore by %s:\n%s", u, strings.TrimSpace(out))
 		}
@@ -315,7 +318,6 @@ func powerCycle(t *testing.T, c *container, root *amphoraRoot, amp *testutil.Net
 func TestAmphoraImage(t *testing.T) {
 	requireImageTools(t)
 	testStart := time.Now()
-	binary := testutil.Binary(t)
 	dir, err := os.MkdirTemp(cacheRoot(), "amphora-image-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -348,7 +350,7 @@ func TestAmphoraImage(t *testing.T) {
 	}()
 	t.Cleanup(func() { <-renderDone })
 
-	lower := cachedRootfs(t)
+	root := newAmphoraRoot(t, dir)
 	tRootfs := time.Now()
 
 	// The network: the amphora's namespace (the container's), its
@@ -358,10 +360,16 @@ func TestAmphoraImage(t *testing.T) {
 	memNet := testutil.NewNetNS(t, "iat-mem")
 	mgmt := newMgmtLink(t, amp)
 	hb := listenHeartbeats(t, net.JoinHostPort(mgmt.HostIP, "0"), hbKey)
+	// The log offloading targets of the controller's rsyslog config.
+	tenantLogs, adminLogs := listenSyslog(t, mgmt.HostIP), listenSyslog(t, mgmt.HostIP)
+	rsyslogPath := filepath.Join(dir, "10-rsyslog.conf")
+	if err := os.WriteFile(rsyslogPath, []byte(renderRsyslog(t, tenantLogs.Addr(), adminLogs.Addr())), 0o644); err != nil {
+		t.Fatal(err)
+	}
 
-	// The image: element installed into this test's copy of the root,
-	// plus what the controller puts on a new amphora (configuration and
-	// certificates, through the config drive).
+	// What the controller puts on a new amphora (configuration and
+	// certificates, through the config drive), written into this test's
+	// copy of the image as cloud-init would at first boot.
 	pki, err := testutil.NewPKI(filepath.Join(dir, "pki"), amphoraID)
 	if err != nil {
 		t.Fatal(err)
@@ -385,29 +393,40 @@ func TestAmphoraImage(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	root := newAmphoraRoot(t, lower, dir)
-	hooks := filepath.Join(dir, "hooks")
-	if err := os.Mkdir(hooks, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	// The hostname cloud-init sets from the Nova instance name.
 	name := "amphora-" + amphoraID
 	hostnamePath := filepath.Join(dir, "hostname")
 	if err := os.WriteFile(hostnamePath, []byte(name+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root.installElement(t, binary, hooks, []stagedFile{
-		{hostnamePath, "/etc/hostname", "0644"},
-		{confPath, "/etc/octavia/amphora-agent.conf", "0600"},
-		{pki.ServerPEM, "/etc/octavia/certs/server.pem", "0600"},
-		{pki.ClientCA, "/etc/octavia/certs/client_ca.pem", "0600"},
+	// A container has no config drive: cloud-init stays off (the VM test
+	// runs it), the files above stand for what it would write.
+	disabled := filepath.Join(dir, "cloud-init.disabled")
+	if err := os.WriteFile(disabled, []byte("nspawn test: files staged directly\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A container's root is not remounted from the image's fstab.
+	if err := os.MkdirAll(filepath.Join(root.Upper, "etc/systemd/system"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/null", filepath.Join(root.Upper, "etc/systemd/system/systemd-remount-fs.service")); err != nil {
+		t.Fatal(err)
+	}
+	root.stage(t, []stagedFile{
+		{hostnamePath, "/etc/hostname", 0o644},
+		{confPath, "/etc/octavia/amphora-agent.conf", 0o600},
+		{pki.ServerPEM, "/etc/octavia/certs/server.pem", 0o600},
+		{pki.ClientCA, "/etc/octavia/certs/client_ca.pem", 0o600},
+		{disabled, "/etc/cloud/cloud-init.disabled", 0o644},
+		{rsyslogPath, "/etc/rsyslog.d/10-rsyslog.conf", 0o644},
+		{debFile(t), "/var/tmp/debs/amphora-agent.deb", 0o644}, // for the upgrade
 	})
 	tElement := time.Now()
 
 	consoleLog := filepath.Join(dir, "console.log")
 	c := boot(t, root, name, amp.Path(), consoleLog)
 	tBoot := time.Now()
-	t.Logf("timing: agent binary and rootfs %v, element %v, boot %v",
+	t.Logf("timing: image %v, staging %v, boot %v",
 		tRootfs.Sub(testStart).Round(100*time.Millisecond), tElement.Sub(tRootfs).Round(100*time.Millisecond), tBoot.Sub(tElement).Round(100*time.Millisecond))
 
 	a := testutil.Remote(t, testutil.RemoteOptions{Host: mgmt.AmpIP, Port: agentPort, AmphoraID: amphoraID, PKI: pki, Dir: dir})
@@ -425,10 +444,10 @@ func TestAmphoraImage(t *testing.T) {
 			"Type": "notify", "ActiveState": "active", "SubState": "running", "NRestarts": "0",
 			"UnitFileState": "enabled",
 		})
-		// the element's unit, from /usr/lib/systemd/system (/lib on a
+		// the package's unit, from /usr/lib/systemd/system (/lib on a
 		// merged-/usr Debian, where systemd reports that path)
 		path, text := c.unitFile("amphora-agent.service")
-		want, err := os.ReadFile(filepath.Join(elementDir, "static/usr/lib/systemd/system/amphora-agent.service"))
+		want, err := os.ReadFile(filepath.Join("..", "packaging", "systemd", "amphora-agent.service"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -438,7 +457,7 @@ func TestAmphoraImage(t *testing.T) {
 		for _, u := range []string{"haproxy.service", "keepalived.service"} {
 			expectProps(t, c, u, map[string]string{"UnitFileState": "disabled", "ActiveState": "inactive"})
 		}
-		if out := c.mustExec("stat", "-c", "%a %U", "/usr/local/bin/amphora-agent", "/etc/octavia/certs",
+		if out := c.mustExec("stat", "-c", "%a %U", "/usr/bin/amphora-agent", "/etc/octavia/certs",
 			"/etc/octavia/interfaces", "/var/lib/octavia", "/var/lib/octavia/haproxy-default-user-group.conf"); out != "755 root\n700 root\n755 root\n755 root\n644 root\n" {
 			t.Errorf("installed files (mode owner):\n%s", out)
 		}
@@ -504,12 +523,12 @@ func TestAmphoraImage(t *testing.T) {
 
 		unit := haproxy.UnitName(lbID) + ".service"
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "UnitFileState": "enabled", "Type": "notify"})
-		netnsUnit := haproxy.NetnsUnitName + ".service"
+		netnsUnit := agentnetns.UnitName + ".service"
 		expectProps(t, c, netnsUnit, map[string]string{"ActiveState": "active"})
-		if path, text := c.unitFile(netnsUnit); !strings.HasPrefix(text, haproxy.GeneratedMarker) {
+		if path, text := c.unitFile(netnsUnit); !strings.HasPrefix(text, service.GeneratedMarker) {
 			t.Errorf("%s is not the agent's rendering:\n%s", path, text)
 		}
-		if path, text := c.unitFile(unit); !strings.HasPrefix(text, haproxy.GeneratedMarker) {
+		if path, text := c.unitFile(unit); !strings.HasPrefix(text, service.GeneratedMarker) {
 			t.Errorf("%s is not the agent's rendering:\n%s", path, text)
 		}
 		reachBothMembers(t, vipNet, "after start_listener")
@@ -537,6 +556,58 @@ func TestAmphoraImage(t *testing.T) {
 			return m.AmphoraID() == amphoraID && m.Ver == 3 && m.Listeners[listenerID].Status == "OPEN" &&
 				p.Status == "UP" && p.Members[m1ID] == "UP" && p.Members[m2ID] == "UP"
 		})
+
+		// haproxy's flow logs go through the image's rsyslog socket
+		// (the controller's config logs to /run/rsyslog/octavia/log) and
+		// land in a file: nothing logs into a socket nobody reads.
+		c.mustExec("test", "-S", "/run/rsyslog/octavia/log")
+		deadline = time.Now().Add(20 * time.Second)
+		for {
+			out, _ := c.exec(10*time.Second, "grep", "-c", listenerID, "/var/log/haproxy.log")
+			if n, _ := strconv.Atoi(strings.TrimSpace(out)); n > 0 {
+				t.Logf("haproxy.log: %d flow log lines of the listener", n)
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no flow log of listener %s in /var/log/haproxy.log", listenerID)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		// ... and to the log offloading targets: the flow logs (user
+		// facility local0) to the tenant's, haproxy's notices (local1,
+		// administrative) to the operator's.
+		m := tenantLogs.await(t, 20*time.Second, 16, listenerID)
+		t.Logf("tenant log target: %q", m)
+		m = adminLogs.await(t, 20*time.Second, 17, "")
+		t.Logf("administrative log target: %q", m)
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// An upgrade of the agent package on the running amphora (the same
+	// package again: dpkg runs the upgrade path of the maintainer
+	// scripts): the agent restarts with the new program, the load
+	// balancer's haproxy keeps its process and keeps serving.
+	t.Run("package upgrade", func(t *testing.T) {
+		unit := haproxy.UnitName(lbID) + ".service"
+		before := c.show(unit, "MainPID")
+		agentBefore := c.show("amphora-agent.service", "MainPID")
+		out, err := c.exec(2*time.Minute, "dpkg", "-i", "/var/tmp/debs/amphora-agent.deb")
+		if err != nil {
+			t.Fatalf("dpkg -i: %v\n%s", err, out)
+		}
+		agentAfter := expectProps(t, c, "amphora-agent.service", map[string]string{"ActiveState": "active", "SubState": "running"})
+		if agentAfter["MainPID"] == agentBefore["MainPID"] {
+			t.Errorf("the upgrade did not restart the agent (MainPID %s)", agentBefore["MainPID"])
+		}
+		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "MainPID": before["MainPID"]})
+		reachBothMembers(t, vipNet, "after the package upgrade")
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := a.AwaitAnswer(ctx); err != nil {
+			t.Fatal(err)
+		}
 	})
 	if t.Failed() {
 		t.FailNow()
@@ -549,7 +620,7 @@ func TestAmphoraImage(t *testing.T) {
 	c, tOn := powerCycle(t, c, root, amp, consoleLog, map[string]string{vipMAC: "eth2", memMAC: "eth1"}, nil)
 	t.Run("reboot", func(t *testing.T) {
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "NRestarts": "0"})
-		expectProps(t, c, haproxy.NetnsUnitName+".service", map[string]string{"ActiveState": "active"})
+		expectProps(t, c, agentnetns.UnitName+".service", map[string]string{"ActiveState": "active"})
 		reachBothMembers(t, vipNet, "after reboot")
 		expectProps(t, c, "amphora-agent.service", map[string]string{"ActiveState": "active", "NRestarts": "0"})
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -576,7 +647,7 @@ func TestAmphoraImage(t *testing.T) {
 	})
 	t.Run("reboot without the agent", func(t *testing.T) {
 		expectProps(t, c, "amphora-agent.service", map[string]string{"ActiveState": "inactive", "UnitFileState": "masked"})
-		expectProps(t, c, haproxy.NetnsUnitName+".service", map[string]string{"ActiveState": "active"})
+		expectProps(t, c, agentnetns.UnitName+".service", map[string]string{"ActiveState": "active"})
 		expectProps(t, c, unit, map[string]string{"ActiveState": "active", "NRestarts": "0"})
 		reachBothMembers(t, vipNet, "after reboot without the agent")
 	})

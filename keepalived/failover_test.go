@@ -22,8 +22,6 @@ package keepalived_test
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,21 +64,6 @@ func kvRequire(t *testing.T) {
 	testutil.RequireRenderer(t)
 	if _, err := os.Stat("/usr/lib/python3/dist-packages/octavia/amphorae/drivers/keepalived/jinja/jinja_cfg.py"); err != nil {
 		t.Skip("python3-octavia's keepalived templater is not installed")
-	}
-}
-
-// waitFor polls cond every 50 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for {
-		if cond() {
-			return time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -153,10 +136,10 @@ func startAmphora(t *testing.T, name string, sw *testutil.NetNS, vrrpIP string) 
 	a.holder = holder.Process.Pid
 	go func() { _ = holder.Wait() }()
 	t.Cleanup(a.destroy)
-	waitFor(t, 10*time.Second, name+" mount namespace holder", func() bool {
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds(name+" mount namespace holder", func() bool {
 		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", a.holder))
 		return strings.TrimSpace(string(comm)) == "sleep"
-	})
+	}))
 
 	// The VIP NIC, "hot-plugged" by MAC like Nova does.
 	attach(t, sw, a.ns, "hp"+name, "p"+name, a.mac)
@@ -222,7 +205,7 @@ func (a *kvAmphora) startAgent() {
 	a.agent, a.exited = cmd, make(chan struct{})
 	go func() { _ = cmd.Wait(); close(a.exited) }()
 	client := a.client(5 * time.Second)
-	waitFor(t, 20*time.Second, a.name+" agent answering", func() bool {
+	testutil.WaitFor(t, 20*time.Second, testutil.Holds(a.name+" agent answering", func() bool {
 		select {
 		case <-a.exited:
 			t.Fatalf("%s agent exited:\n%s", a.name, a.log())
@@ -234,7 +217,7 @@ func (a *kvAmphora) startAgent() {
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	})
+	}))
 }
 
 // restartAgent stops the agent (SIGTERM) and starts it again; the
@@ -263,18 +246,7 @@ func (a *kvAmphora) url(path string) string {
 // namespace.
 func (a *kvAmphora) client(timeout time.Duration) *http.Client {
 	a.t.Helper()
-	ca, err := os.ReadFile(a.pki.ServerCA)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	pair, err := tls.LoadX509KeyPair(a.pki.ClientPEM, a.pki.ClientPEM)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return a.ns.HTTPClient(&tls.Config{RootCAs: pool, ServerName: a.id, Certificates: []tls.Certificate{pair},
-		MinVersion: tls.VersionTLS12}, timeout)
+	return a.ns.HTTPClient(a.pki.ControllerTLS(a.t, a.id, a.pki.ClientPEM), timeout)
 }
 
 // do sends one request to the agent and returns status and body.
@@ -702,14 +674,14 @@ func TestVRRPFailover(t *testing.T) {
 		}
 	}
 
-	waitFor(t, 60*time.Second, "the VIP on amp1 (MASTER)", func() bool { return amp1.hasVIP() && !amp2.hasVIP() })
+	testutil.WaitFor(t, 60*time.Second, testutil.Holds("the VIP on amp1 (MASTER)", func() bool { return amp1.hasVIP() && !amp2.hasVIP() }))
 	t.Logf("VRRP pair up: amp1 holds the VIP %v after the controller's first call", time.Since(t0).Round(10*time.Millisecond))
 
 	// Bounded probe: one request every 25 ms, at most 12000 and 5 minutes.
 	pr := startProbe(client, 25*time.Millisecond, 12000, 5*time.Minute)
 	defer pr.Stop()
 	now := time.Now()
-	waitFor(t, 30*time.Second, "the VIP answering", func() bool { return pr.okAfter(now) })
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("the VIP answering", func() bool { return pr.okAfter(now) }))
 
 	// 1. haproxy of the MASTER dies and cannot restart: its check fails,
 	// keepalived gives the VIP up, the BACKUP takes it.
@@ -724,8 +696,8 @@ func TestVRRPFailover(t *testing.T) {
 	if err := syscall.Kill(hpid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	movedHAProxy := waitFor(t, 30*time.Second, "the VIP on amp2 after amp1's haproxy died", func() bool { return amp2.hasVIP() && !amp1.hasVIP() })
-	waitFor(t, 30*time.Second, "answers through amp2", func() bool { return pr.okAfter(kill.Add(movedHAProxy)) })
+	movedHAProxy := testutil.WaitFor(t, 30*time.Second, testutil.Holds("the VIP on amp2 after amp1's haproxy died", func() bool { return amp2.hasVIP() && !amp1.hasVIP() }))
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("answers through amp2", func() bool { return pr.okAfter(kill.Add(movedHAProxy)) }))
 	gapHAProxy, lostHAProxy := pr.outage(kill)
 	t.Logf("haproxy killed on the MASTER: VIP moved after %v, client saw no answer for %v (%d requests lost)",
 		movedHAProxy.Round(10*time.Millisecond), gapHAProxy.Round(10*time.Millisecond), lostHAProxy)
@@ -736,9 +708,9 @@ func TestVRRPFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	amp1.octavia(testutil.OctaviaCall{Call: "start_listener", Args: []any{lbID}})
-	waitFor(t, 60*time.Second, "the VIP back on amp1", func() bool { return amp1.hasVIP() && !amp2.hasVIP() })
+	testutil.WaitFor(t, 60*time.Second, testutil.Holds("the VIP back on amp1", func() bool { return amp1.hasVIP() && !amp2.hasVIP() }))
 	now = time.Now()
-	waitFor(t, 30*time.Second, "answers through amp1", func() bool { return pr.okAfter(now) })
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("answers through amp1", func() bool { return pr.okAfter(now) }))
 
 	// 2. keepalived of the MASTER crashes (SIGKILL of its main process).
 	kpid := amp1.keepalivedPID()
@@ -749,21 +721,21 @@ func TestVRRPFailover(t *testing.T) {
 	if err := syscall.Kill(kpid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	movedKeepalived := waitFor(t, 30*time.Second, "the VIP on amp2 after amp1's keepalived died", func() bool { return amp2.hasVIP() })
-	waitFor(t, 30*time.Second, "answers after keepalived died", func() bool { return pr.okAfter(kill.Add(movedKeepalived)) })
+	movedKeepalived := testutil.WaitFor(t, 30*time.Second, testutil.Holds("the VIP on amp2 after amp1's keepalived died", func() bool { return amp2.hasVIP() }))
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("answers after keepalived died", func() bool { return pr.okAfter(kill.Add(movedKeepalived)) }))
 	resumed := time.Now()
 	gapKeepalived, lostKeepalived := pr.outage(kill)
 	t.Logf("keepalived killed on the MASTER: VIP on amp2 after %v, client saw no answer for %v (%d requests lost)",
 		movedKeepalived.Round(10*time.Millisecond), gapKeepalived.Round(10*time.Millisecond), lostKeepalived)
 	// The supervisor restarts amp1's keepalived; with state MASTER and
 	// the higher priority it takes the VIP back (preemption).
-	back := waitFor(t, 60*time.Second, "amp1's keepalived restarted", func() bool {
+	back := testutil.WaitFor(t, 60*time.Second, testutil.Holds("amp1's keepalived restarted", func() bool {
 		p := amp1.keepalivedPID()
 		return p != kpid && procfs.Alive(p)
-	})
-	back += waitFor(t, 60*time.Second, "the VIP back on amp1", func() bool { return amp1.hasVIP() && !amp2.hasVIP() })
+	}))
+	back += testutil.WaitFor(t, 60*time.Second, testutil.Holds("the VIP back on amp1", func() bool { return amp1.hasVIP() && !amp2.hasVIP() }))
 	now = time.Now()
-	waitFor(t, 30*time.Second, "answers after the restart", func() bool { return pr.okAfter(now) })
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("answers after the restart", func() bool { return pr.okAfter(now) }))
 	gapBack, lostBack := pr.outage(resumed)
 	t.Logf("amp1's keepalived restarted by the supervisor and took the VIP back %v after the kill; no answer for %v then (%d lost)",
 		(movedKeepalived + back).Round(10*time.Millisecond), gapBack.Round(10*time.Millisecond), lostBack)
@@ -771,7 +743,7 @@ func TestVRRPFailover(t *testing.T) {
 	// 3. An invalid configuration is refused; the running keepalived and
 	// the VIP are untouched. (After the take-over, clients may need a
 	// moment to learn the new MAC: start from a steady state.)
-	waitFor(t, 60*time.Second, "3 s of steady answers", func() bool { return pr.stable(3 * time.Second) })
+	testutil.WaitFor(t, 60*time.Second, testutil.Holds("3 s of steady answers", func() bool { return pr.stable(3 * time.Second) }))
 	master := amp1
 	conf := filepath.Join(master.base, "vrrp", "octavia-keepalived.conf")
 	before, err := os.ReadFile(conf)
@@ -802,7 +774,7 @@ func TestVRRPFailover(t *testing.T) {
 		t.Error("the MASTER lost the VIP")
 	}
 	after := time.Now()
-	waitFor(t, 10*time.Second, "answers after the reload", func() bool { return pr.okAfter(after) })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("answers after the reload", func() bool { return pr.okAfter(after) }))
 	checkServed(t, pr, now, "after the refused upload and a reload")
 
 	// 4. The agent restarts (upgrade, crash): keepalived runs on, the
@@ -820,7 +792,7 @@ func TestVRRPFailover(t *testing.T) {
 		t.Error("the MASTER lost the VIP across the agent restart")
 	}
 	after = time.Now()
-	waitFor(t, 10*time.Second, "answers after the agent restart", func() bool { return pr.okAfter(after) })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("answers after the agent restart", func() bool { return pr.okAfter(after) }))
 	checkServed(t, pr, now, "across the agent restart")
 	pr.Stop()
 

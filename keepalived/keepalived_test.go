@@ -1,6 +1,7 @@
 package keepalived
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/octavia-go/amphora-agent/service"
@@ -147,26 +147,37 @@ There are 3 missing '}'s or extra '{'s
 func newTestManager(t *testing.T, sockets ...string) (*Manager, *service.Supervisor) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = filepath.Join(dir, "lib")
-	cfg.Namespace = "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", "")
-	cfg.AdministrativeLogFacility = 3
 	sup, err := service.NewSupervisor(service.SupervisorOptions{StateDir: filepath.Join(dir, "sup")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sup.Close() })
 	m := NewManager(Options{
-		Config:  config.NewStore(cfg),
-		Units:   sup,
-		Agent:   "/opt/amphora agent/amphora-agent",
-		Sockets: func(context.Context) []string { return sockets },
+		Common: Common{
+			BasePath:    filepath.Join(dir, "lib"),
+			Namespace:   "kv-absent-" + strings.ReplaceAll(filepath.Base(dir), "/", ""),
+			LogFacility: 3,
+			Units:       sup,
+			Agent:       "/opt/amphora agent/amphora-agent",
+		},
+		LoadBalancers: (*fixedSockets)(&sockets),
 	})
 	return m, sup
 }
 
+// fixedSockets stands for the haproxy inventory: the sockets the check
+// covers.
+type fixedSockets []string
+
+func (s *fixedSockets) CheckSockets(context.Context) []string {
+	if s == nil {
+		return nil
+	}
+	return *s
+}
+
 func withBase(m *Manager, text string) []byte {
-	return []byte(strings.ReplaceAll(text, "BASE", m.cfg().BasePath))
+	return []byte(strings.ReplaceAll(text, "BASE", m.opts.BasePath))
 }
 
 func TestUploadValidates(t *testing.T) {
@@ -177,7 +188,7 @@ func TestUploadValidates(t *testing.T) {
 	p := m.Paths()
 
 	good := withBase(m, octaviaConfig)
-	sum, err := m.Upload(ctx, good)
+	sum, err := m.Upload(ctx, bytes.NewReader(good))
 	if err != nil {
 		t.Fatalf("upload of the controller's configuration: %v", err)
 	}
@@ -211,7 +222,7 @@ func TestUploadValidates(t *testing.T) {
 		"bad router id":   strings.Replace(octaviaConfig, "virtual_router_id 1", "virtual_router_id 300", 1),
 		"garbage":         "this is not { a keepalived configuration",
 	} {
-		_, err := m.Upload(ctx, withBase(m, bad))
+		_, err := m.Upload(ctx, bytes.NewReader(withBase(m, bad)))
 		var ve *ValidationError
 		if !errors.As(err, &ve) || ve.Output == "" {
 			t.Errorf("%s: want a ValidationError, got %v", name, err)
@@ -235,7 +246,7 @@ func TestCheckScriptRewritten(t *testing.T) {
 	defer cancel()
 	m, _ := newTestManager(t)
 	p := m.Paths()
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{p.CheckScript(), p.HAProxyCheckScript()} {
@@ -252,7 +263,7 @@ func TestCheckScriptRewritten(t *testing.T) {
 	if err := os.Remove(p.CheckScript()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p.CheckScript()); err != nil {
@@ -275,11 +286,8 @@ func TestCheckScriptChain(t *testing.T) {
 	if err := os.WriteFile(agent, []byte("#!/bin/sh\necho \"$@\" > "+args+"\n[ $# -gt 2 ]\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var sockets []string
-	cfg := config.Defaults()
-	cfg.BasePath = filepath.Join(dir, "lib")
-	m := NewManager(Options{Config: config.NewStore(cfg), Agent: agent,
-		Sockets: func(context.Context) []string { return sockets }})
+	sockets := &fixedSockets{}
+	m := NewManager(Options{Common: Common{BasePath: filepath.Join(dir, "lib"), Agent: agent}, LoadBalancers: sockets})
 	p := m.Paths()
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		t.Fatal(err)
@@ -312,7 +320,7 @@ func TestCheckScriptChain(t *testing.T) {
 	if got, _ := os.ReadFile(args); string(got) != "vrrp-check --\n" {
 		t.Errorf("vrrp-check arguments %q", got)
 	}
-	sockets = []string{"/x/a.sock", "/x/b.sock"}
+	*sockets = fixedSockets{"/x/a.sock", "/x/b.sock"}
 	if err := m.RefreshCheck(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -335,20 +343,18 @@ func TestCheckScriptChain(t *testing.T) {
 }
 
 func TestService(t *testing.T) {
-	cfg := config.Defaults()
-	cfg.BasePath = "/var/lib/octavia"
-	cfg.AdministrativeLogFacility = 2
 	sup, err := service.NewSupervisor(service.SupervisorOptions{StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sup.Close()
-	m := NewManager(Options{Config: config.NewStore(cfg), Units: sup, Systemd: true, NetnsUnit: "amphora-netns"})
+	m := NewManager(Options{Common: Common{BasePath: "/var/lib/octavia", Namespace: "amphora-haproxy", LogFacility: 2,
+		Units: sup, NetnsUnit: "amphora-netns"}})
 	svc, err := m.Service()
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := generatedMarker + `[Unit]
+	want := `[Unit]
 Description=Keepalive Daemon (LVS and VRRP)
 After=network-online.target amphora-netns.service
 Wants=network-online.target
@@ -450,13 +456,11 @@ func TestValidateStaleNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(stale) })
-	cfg := m.cfg().Clone()
-	cfg.Namespace = name
-	m.opts.Config = config.NewStore(cfg)
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	m.opts.Namespace = name
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatalf("upload with an unusable namespace: %v", err)
 	}
-	_, err := m.Upload(ctx, withBase(m, "vrrp_instance x {\n    bogus 1\n}\n"))
+	_, err := m.Upload(ctx, bytes.NewReader(withBase(m, "vrrp_instance x {\n    bogus 1\n}\n")))
 	var ve *ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(ve.Output, "Unknown keyword 'bogus'") {
 		t.Errorf("bad configuration: %v", err)

@@ -19,19 +19,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/keyedlock"
-	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -50,50 +48,24 @@ var (
 	ErrBadID = errors.New("invalid id")
 )
 
-// LVSHooks connect the LVS listeners to the other components. Every hook
-// is optional.
-type LVSHooks struct {
-	// EnsureNamespace makes sure the data-plane namespace exists before
-	// keepalived starts in it.
-	EnsureNamespace func(ctx context.Context) error
-	// InstallNetns installs the NetnsUnit unit the LVS units require
-	// (systemd only).
-	InstallNetns func(ctx context.Context) error
-	// Advertise sends GARP/NA for the VIPs of a configuration (its
-	// virtual_server_group addresses) after a start or restart in SINGLE
-	// topology.
-	Advertise func(ctx context.Context, config []byte)
-	// VRRPCheckUpdate refreshes keepalived's VRRP check scripts after an
-	// ACTIVE_STANDBY upload, action or delete.
-	VRRPCheckUpdate func(ctx context.Context)
-}
-
-// LVSOptions configure an LVSManager.
+// LVSOptions configure an LVSManager. Topology is read at every change.
 type LVSOptions struct {
-	Config *config.Store
-	// Units runs the services; nil gives a read-only manager (listing,
-	// heartbeat statistics) for the operator subcommands.
-	Units service.Manager
-	// Systemd says Units is the systemd manager: the units require
-	// NetnsUnit.
-	Systemd bool
-	// NetnsUnit is the unit creating the data-plane namespace (without
-	// .service), e.g. "amphora-netns".
-	NetnsUnit string
-	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
-	// iproute2 binary ("/sbin/ip" when empty).
-	Cmd, IPCmd string
-	// Agent is the absolute path of the amphora-agent binary:
-	// check/udp_check.sh runs "Agent health-check udp <ip> <port>".
-	Agent string
-	Hooks LVSHooks
+	Common
+	// Topology returns [controller_worker] loadbalancer_topology (SINGLE
+	// or ACTIVE_STANDBY), which PUT /1.0/config may change; nil: SINGLE.
+	Topology func() string
+	// VRRP is told after an ACTIVE_STANDBY upload, action or delete (the
+	// VRRP check covers the LVS listeners); optional.
+	VRRP VRRPCheck
+	// Advertiser announces a listener's VIPs after a start or restart in
+	// SINGLE topology (optional).
+	Advertiser Advertiser
 	// Run runs ipvsadm for the heartbeat statistics (execx.Run when nil).
 	Run func(ctx context.Context, argv ...string) ([]byte, error)
 	// KernelTable returns the IPVS table (/proc/net/ip_vs) of the network
 	// namespace process pid lives in (reads /proc/<pid>/net/ip_vs when
 	// nil).
 	KernelTable func(pid int) ([]byte, error)
-	Log         *slog.Logger
 }
 
 // LVSManager owns the UDP/SCTP listeners of the amphora. Operations on one
@@ -110,12 +82,7 @@ type LVSManager struct {
 
 // NewLVSManager returns an LVSManager; call Reconcile once at start-up.
 func NewLVSManager(o LVSOptions) *LVSManager {
-	if o.Cmd == "" {
-		o.Cmd = DefaultCmd
-	}
-	if o.IPCmd == "" {
-		o.IPCmd = "/sbin/ip"
-	}
+	o.defaults()
 	if o.Run == nil {
 		o.Run = execx.Run
 	}
@@ -124,20 +91,33 @@ func NewLVSManager(o LVSOptions) *LVSManager {
 			return os.ReadFile(fmt.Sprintf("/proc/%d/net/ip_vs", pid))
 		}
 	}
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &LVSManager{opts: o, log: log, conds: map[string]string{}}
+	return &LVSManager{opts: o, log: o.Log, conds: map[string]string{}}
 }
 
-func (m *LVSManager) cfg() *config.Config { return m.opts.Config.Current() }
+// topologyActiveStandby is the ACTIVE_STANDBY value of LVSOptions.Topology.
+const topologyActiveStandby = "ACTIVE_STANDBY"
 
 // LVSPaths is the file layout of the LVS listeners (BASE/lvs).
 type LVSPaths struct{ Dir string }
 
-// Paths returns the layout under the current base_path.
-func (m *LVSManager) Paths() LVSPaths { return LVSPaths{Dir: filepath.Join(m.cfg().BasePath, "lvs")} }
+// LVSPathsUnder returns the layout of the LVS listeners under base_path:
+// BASE/lvs.
+func LVSPathsUnder(basePath string) LVSPaths { return LVSPaths{Dir: filepath.Join(basePath, "lvs")} }
+
+// Paths returns the file layout.
+func (m *LVSManager) Paths() LVSPaths { return LVSPathsUnder(m.opts.BasePath) }
+
+func (m *LVSManager) activeStandby() bool {
+	return m.opts.Topology != nil && m.opts.Topology() == topologyActiveStandby
+}
+
+// servicesChanged tells the VRRP check that the set of listeners that
+// should run may have changed.
+func (m *LVSManager) servicesChanged(ctx context.Context, activeStandby bool) {
+	if activeStandby && m.opts.VRRP != nil {
+		m.opts.VRRP.ServicesChanged(ctx)
+	}
+}
 
 func (p LVSPaths) base(id string) string { return filepath.Join(p.Dir, LVSServicePrefix+id) }
 
@@ -169,8 +149,11 @@ func (m *LVSManager) Exists(id string) bool {
 }
 
 // List returns the ids of the configured LVS listeners, sorted.
-func (m *LVSManager) List() []string {
-	entries, err := os.ReadDir(m.Paths().Dir)
+func (m *LVSManager) List() []string { return m.Paths().List() }
+
+// List returns the ids of the listeners configured in the layout, sorted.
+func (p LVSPaths) List() []string {
+	entries, err := os.ReadDir(p.Dir)
 	if err != nil {
 		return nil
 	}
@@ -208,15 +191,20 @@ func (m *LVSManager) Config(id string) ([]byte, error) {
 // <conf>.new-failed and the installed one is untouched. It returns the MD5
 // of body. Nothing is started or restarted: the controller follows with a
 // reload.
-func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []byte) (string, error) {
+//
+// body is read while the listener's lock is held: pass a file, not a
+// network stream.
+func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body io.Reader) (string, error) {
 	if !fsutil.ValidID(id) || !fsutil.ValidID(amphoraID) {
 		return "", ErrBadID
 	}
 	if m.opts.Units == nil {
 		return "", errors.New("keepalived LVS: no service manager")
 	}
-	sum := fsutil.MD5Hex(body)
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	p := m.Paths()
 	for _, d := range []string{p.Dir, p.CheckDir()} {
@@ -228,7 +216,8 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 		return "", err
 	}
 	final := p.Config(id)
-	if err := fsutil.WriteChecked(final, body, 0o644, func(staged string) error { return m.validate(ctx, staged) }); err != nil {
+	in := fsutil.NewDigestReader(body)
+	if err := fsutil.WriteCheckedReader(final, in, 0o644, func(staged string) error { return m.validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := fsutil.Remove(final + ".new-failed"); err != nil {
@@ -237,10 +226,9 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 	if err := m.install(ctx, id); err != nil {
 		return "", err
 	}
-	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
-	}
-	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", len(body), "md5", sum)
+	m.servicesChanged(ctx, m.activeStandby())
+	sum := in.MD5Hex()
+	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
@@ -248,11 +236,6 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 func (m *LVSManager) install(ctx context.Context, id string) error {
 	fail := func(err error) error {
 		return &service.ActionError{Message: "Error enabling octavia-keepalivedlvs service", Err: err}
-	}
-	if m.opts.Systemd && m.opts.Hooks.InstallNetns != nil {
-		if err := m.opts.Hooks.InstallNetns(ctx); err != nil {
-			return fail(err)
-		}
 	}
 	svc, err := m.Service(id)
 	if err != nil {
@@ -270,14 +253,9 @@ func (m *LVSManager) install(ctx context.Context, id string) error {
 
 // Service renders a listener's service for both service managers.
 func (m *LVSManager) Service(id string) (service.Service, error) {
-	c := m.cfg()
-	netnsUnit := m.opts.NetnsUnit
-	if !m.opts.Systemd {
-		netnsUnit = ""
-	}
 	return LVSUnitParams{
-		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
-		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+		ListenerID: id, Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: m.opts.Namespace, Netns: m.opts.NetnsUnit,
+		LogFacility: m.opts.LogFacility, Paths: m.Paths(),
 	}.Service()
 }
 
@@ -326,24 +304,25 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	if m.opts.Units == nil {
 		return "", errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if !m.Exists(id) {
 		return "", ErrListenerNotFound
 	}
-	c := m.cfg()
+	activeStandby := m.activeStandby()
 	name := LVSServiceName(id)
-	err := m.act(ctx, id, action)
-	if c.ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
-	}
+	err = m.act(ctx, id, action)
+	m.servicesChanged(ctx, activeStandby)
 	if err != nil {
 		return "", &service.ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
 	}
 	m.log.Info("keepalived LVS "+action+"ed", "listener_id", id, "unit", name)
-	if action != "stop" && !c.ActiveStandby() && m.opts.Hooks.Advertise != nil {
+	if action != "stop" && !activeStandby && m.opts.Advertiser != nil {
 		if data, err := os.ReadFile(m.Paths().Config(id)); err == nil {
-			m.opts.Hooks.Advertise(ctx, data)
+			m.opts.Advertiser.Announce(ParseLVSConfig(data).VIPAddresses())
 		}
 	}
 	return "keepalivedlvs listener " + id + " " + action + "ed", nil
@@ -357,8 +336,8 @@ func (m *LVSManager) act(ctx context.Context, id, action string) error {
 		}
 		return nil
 	}
-	if m.opts.Hooks.EnsureNamespace != nil {
-		if err := m.opts.Hooks.EnsureNamespace(ctx); err != nil {
+	if m.opts.Netns != nil {
+		if err := m.opts.Netns.EnsureNamespace(); err != nil {
 			return err
 		}
 	}
@@ -405,7 +384,10 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 	if m.opts.Units == nil {
 		return errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	if !m.Exists(id) {
 		return nil
@@ -432,9 +414,7 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 			return err
 		}
 	}
-	if m.cfg().ActiveStandby() && m.opts.Hooks.VRRPCheckUpdate != nil {
-		m.opts.Hooks.VRRPCheckUpdate(ctx)
-	}
+	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("LVS listener deleted", "listener_id", id)
 	return nil
 }
@@ -500,20 +480,4 @@ func (m *LVSManager) Reconcile(context.Context) {
 	if err := m.writeUDPCheck(); err != nil {
 		m.log.Warn("could not rewrite the UDP member check script", "err", err)
 	}
-}
-
-// livePID returns the pid on the first line of pidFile when it names a
-// live (not zombie) keepalived process, else 0.
-func livePID(pidFile string) int {
-	pid := procfs.ReadPID(pidFile)
-	if pid == 0 {
-		return 0
-	}
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return 0
-	}
-	if st, err := procfs.ReadStat(pid); err != nil || st.Comm != "keepalived" || st.Gone() {
-		return 0
-	}
-	return pid
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/service"
 )
 
 // validate runs `keepalived -t` on the LVS configuration at path. The
@@ -114,22 +115,15 @@ func lvsCheck(agent string, pidFiles []string) []byte {
 	return agentCheck("every LVS listener's keepalived that should run must run.", agent, "lvs-check", pidFiles)
 }
 
-// SetLVS connects the LVS listeners to the VRRP check scripts. Call it
-// once while wiring, before the API serves.
-func (m *Manager) SetLVS(l *LVSManager) { m.lvs.Store(l) }
-
-// lvsCheckState returns whether LVS listeners are configured and the pid
-// files of those whose keepalived must run.
+// lvsCheckState returns whether LVS listeners are configured (under the
+// same base_path) and the pid files of those whose keepalived must run.
 func (m *Manager) lvsCheckState(ctx context.Context) (configured bool, pidFiles []string) {
-	l := m.lvs.Load()
-	if l == nil {
-		return false, nil
-	}
-	ids := l.List()
+	p := LVSPathsUnder(m.opts.BasePath)
+	ids := p.List()
 	if len(ids) == 0 {
 		return false, nil
 	}
-	return true, l.expectedPIDFiles(ctx, ids)
+	return true, expectedPIDFiles(ctx, m.opts.Units, p, ids)
 }
 
 // writeLVSCheck writes lvs_udp_check.sh while LVS listeners are
@@ -155,17 +149,17 @@ func (m *Manager) lvsGoverns() bool {
 // inactive (stopped through the API or never started). A failed or
 // restarting one stays in the list, so the check fails and the peer
 // takes the VIP (the rule of the haproxy check's socket list).
-func (l *LVSManager) expectedPIDFiles(ctx context.Context, ids []string) []string {
-	if l.opts.Units == nil {
+func expectedPIDFiles(ctx context.Context, units service.Manager, p LVSPaths, ids []string) []string {
+	if units == nil {
 		return nil
 	}
 	var out []string
 	for _, id := range ids {
-		st, err := l.opts.Units.State(ctx, LVSServiceName(id))
+		st, err := units.State(ctx, LVSServiceName(id))
 		if err != nil || st.ActiveState == "inactive" {
 			continue
 		}
-		out = append(out, l.Paths().PIDFile(id))
+		out = append(out, p.PIDFile(id))
 	}
 	return out
 }

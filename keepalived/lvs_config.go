@@ -149,6 +149,19 @@ func ParseLVSConfig(data []byte) *LVSConfig {
 	return c
 }
 
+// VIPAddresses returns the distinct addresses of VIPs, in file order.
+func (c *LVSConfig) VIPAddresses() []string {
+	var out []string
+	seen := map[netip.Addr]bool{}
+	for _, v := range c.VIPs {
+		if a := v.Addr(); !seen[a] {
+			seen[a] = true
+			out = append(out, a.String())
+		}
+	}
+	return out
+}
+
 // addrPort parses "<ip> <port> ..." fields.
 func addrPort(f []string) (netip.AddrPort, bool) {
 	if len(f) < 2 {

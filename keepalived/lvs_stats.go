@@ -66,7 +66,7 @@ func (m *LVSManager) Stats(ctx context.Context) (*LVSReport, error) {
 	if len(items) == 0 {
 		return rep, nil
 	}
-	ns := m.cfg().Namespace
+	ns := m.opts.Namespace
 	plain, err := m.ipvsadm(ctx, ns, "-Ln")
 	if err != nil {
 		return nil, err

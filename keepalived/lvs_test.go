@@ -34,10 +34,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
-	"github.com/octavia-go/amphora-agent/netns"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -183,9 +181,7 @@ func TestValidateRenderedLVSConfigs(t *testing.T) {
 	testutil.RequireBinary(t, DefaultCmd)
 	testutil.RequireLVSRenderer(t)
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = dir
-	m := NewLVSManager(LVSOptions{Config: config.NewStore(cfg)})
+	m := NewLVSManager(LVSOptions{Common: Common{BasePath: dir, Namespace: "amphora-haproxy"}})
 	s := newLVSSpec()
 	variants := map[string]func(spec map[string]any){
 		"dual stack UDP-CONNECT": nil,
@@ -388,8 +384,7 @@ type lvsEnv struct {
 	t     *testing.T
 	dir   string
 	ns    *testutil.NetNS
-	cfg   *config.Config
-	store *config.Store
+	base  string // base_path
 	units service.Manager
 	m     *LVSManager
 	vrrp  *Manager
@@ -398,7 +393,7 @@ type lvsEnv struct {
 	unitDir string
 
 	mu         sync.Mutex
-	advertised [][]byte
+	advertised [][]string
 	refreshes  int
 	ipvsadm    [][]string
 	plain      string
@@ -416,12 +411,7 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 	dir := testutil.ShortDir(t, "lvs")
 	e.dir = dir
 	e.ns = testutil.NewNetNS(t, "lvs-dp")
-	e.cfg = config.Defaults()
-	e.cfg.BasePath = filepath.Join(dir, "lib")
-	e.cfg.Namespace = e.ns.Name
-	e.cfg.AdministrativeLogFacility = 2
-	e.cfg.LoadBalancerTopology = topology
-	e.store = config.NewStore(e.cfg)
+	e.base = filepath.Join(dir, "lib")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	systemd := manager == "systemd"
@@ -469,24 +459,16 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 		}
 		e.units.Close()
 	})
+	netnsUnit := ""
+	if systemd {
+		netnsUnit = "amphora-netns"
+	}
+	common := Common{BasePath: e.base, Namespace: e.ns.Name, LogFacility: 2, Units: e.units, Agent: e.agent}
+	e.vrrp = NewManager(Options{Common: common})
+	common.NetnsUnit, common.Cmd = netnsUnit, keepalived
 	e.m = NewLVSManager(LVSOptions{
-		Config: e.store, Units: e.units, Systemd: systemd, NetnsUnit: "amphora-netns",
-		Cmd: keepalived, Agent: e.agent,
-		Hooks: LVSHooks{
-			Advertise: func(_ context.Context, conf []byte) {
-				e.mu.Lock()
-				e.advertised = append(e.advertised, conf)
-				e.mu.Unlock()
-			},
-			VRRPCheckUpdate: func(ctx context.Context) {
-				e.mu.Lock()
-				e.refreshes++
-				e.mu.Unlock()
-				if err := e.vrrp.RefreshCheck(ctx); err != nil {
-					t.Errorf("RefreshCheck: %v", err)
-				}
-			},
-		},
+		Common: common, Topology: func() string { return topology },
+		VRRP: lvsEnvVRRP{e}, Advertiser: lvsEnvAdvertiser{e},
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -511,9 +493,28 @@ func newLVSEnv(t *testing.T, manager, keepalived, topology string) *lvsEnv {
 			return []byte(e.kernel), nil
 		},
 	})
-	e.vrrp = NewManager(Options{Config: e.store, Units: e.units, Agent: e.agent})
-	e.vrrp.SetLVS(e.m)
 	return e
+}
+
+// lvsEnvVRRP counts the refreshes of the VRRP check, then does it.
+type lvsEnvVRRP struct{ e *lvsEnv }
+
+func (v lvsEnvVRRP) ServicesChanged(ctx context.Context) {
+	v.e.mu.Lock()
+	v.e.refreshes++
+	v.e.mu.Unlock()
+	if err := v.e.vrrp.RefreshCheck(ctx); err != nil {
+		v.e.t.Errorf("RefreshCheck: %v", err)
+	}
+}
+
+// lvsEnvAdvertiser records the announcements.
+type lvsEnvAdvertiser struct{ e *lvsEnv }
+
+func (a lvsEnvAdvertiser) Announce(addrs []string) {
+	a.e.mu.Lock()
+	defer a.e.mu.Unlock()
+	a.e.advertised = append(a.e.advertised, addrs)
 }
 
 func (e *lvsEnv) ctx() context.Context {
@@ -535,7 +536,7 @@ func fakeKeepalivedPath(t *testing.T) string {
 
 func (e *lvsEnv) upload(id string, conf []byte) {
 	e.t.Helper()
-	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, conf)
+	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, bytes.NewReader(conf))
 	if err != nil {
 		e.t.Fatalf("upload %s: %v", id, err)
 	}
@@ -551,18 +552,6 @@ func (e *lvsEnv) status(id string) string {
 		}
 	}
 	return "absent"
-}
-
-// waitFor polls cond (every 20 ms) until it holds or the deadline passes.
-func (e *lvsEnv) waitFor(what string, timeout time.Duration, cond func() bool) {
-	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // runCheck runs a VRRP check script with bash, as keepalived does through
@@ -593,12 +582,12 @@ func TestLVSLifecycleSystemd(t *testing.T) {
 // keepalived, see fakeKeepalived) in ACTIVE_STANDBY: files, service,
 // actions, statuses, the VRRP check scripts, the heartbeat data, delete.
 func testLVSLifecycle(t *testing.T, manager string) {
-	e := newLVSEnv(t, manager, fakeKeepalivedPath(t), config.TopologyActiveStandby)
+	e := newLVSEnv(t, manager, fakeKeepalivedPath(t), "ACTIVE_STANDBY")
 	ctx := e.ctx()
 	p := e.m.Paths()
 	vp := e.vrrp.Paths()
 	s := newLVSSpec()
-	conf := renderLVS(t, s.render(e.cfg.BasePath, nil))
+	conf := renderLVS(t, s.render(e.base, nil))
 	id := s.listener
 
 	if _, err := e.m.Config(id); !errors.Is(err, ErrListenerNotFound) {
@@ -768,7 +757,7 @@ func testLVSLifecycle(t *testing.T, manager string) {
 
 	// a second listener without pool runs next to it; then delete both
 	bare := newLVSSpec()
-	bareConf := renderLVS(t, bare.render(e.cfg.BasePath, func(spec map[string]any) { listenerOf(spec)["pool"] = nil }))
+	bareConf := renderLVS(t, bare.render(e.base, func(spec map[string]any) { listenerOf(spec)["pool"] = nil }))
 	e.upload(bare.listener, bareConf)
 	if _, err := e.m.Action(ctx, bare.listener, "start"); err != nil {
 		t.Fatal(err)
@@ -830,10 +819,10 @@ func testLVSLifecycle(t *testing.T, manager string) {
 // SINGLE topology: a start or restart advertises the VIPs of the
 // virtual_server_group blocks; the VRRP check scripts are left alone.
 func TestLVSSingleTopologyAdvertises(t *testing.T) {
-	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), config.TopologySingle)
+	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), "SINGLE")
 	ctx := e.ctx()
 	s := newLVSSpec()
-	conf := renderLVS(t, s.render(e.cfg.BasePath, nil))
+	conf := renderLVS(t, s.render(e.base, nil))
 	e.upload(s.listener, conf)
 	for _, a := range []string{"start", "reload", "stop"} {
 		if _, err := e.m.Action(ctx, s.listener, a); err != nil {
@@ -846,7 +835,7 @@ func TestLVSSingleTopologyAdvertises(t *testing.T) {
 		t.Fatalf("advertisements after start, reload, stop: %d, want 2", len(e.advertised))
 	}
 	want := []string{"198.51.100.10", "198.51.100.11", "2001:db8::10"}
-	if diff := cmp.Diff(want, netns.LVSVirtualServerAddresses(e.advertised[1])); diff != "" {
+	if diff := cmp.Diff(want, e.advertised[1]); diff != "" {
 		t.Errorf("advertised addresses (-want +got):\n%s", diff)
 	}
 	if e.refreshes != 0 {
@@ -860,18 +849,18 @@ func TestLVSSingleTopologyAdvertises(t *testing.T) {
 // Uploads: ids must be UUIDs; a configuration keepalived refuses leaves
 // the installed one (and the service) untouched.
 func TestLVSUploadRefused(t *testing.T) {
-	e := newLVSEnv(t, "builtin", DefaultCmd, config.TopologySingle)
+	e := newLVSEnv(t, "builtin", DefaultCmd, "SINGLE")
 	ctx := e.ctx()
 	id := testutil.NewUUID()
 	for _, ids := range [][2]string{{"x", id}, {testutil.DefaultAmphoraID, "../../etc"}} {
-		if _, err := e.m.Upload(ctx, ids[0], ids[1], []byte("net_namespace x\n")); !errors.Is(err, ErrBadID) {
+		if _, err := e.m.Upload(ctx, ids[0], ids[1], strings.NewReader("net_namespace x\n")); !errors.Is(err, ErrBadID) {
 			t.Errorf("upload %v: %v", ids, err)
 		}
 	}
-	good := renderLVS(t, newLVSSpec().render(e.cfg.BasePath, nil))
+	good := renderLVS(t, newLVSSpec().render(e.base, nil))
 	e.upload(id, good)
 	var ve *ValidationError
-	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, []byte("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
+	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, strings.NewReader("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
 	if !errors.As(err, &ve) || !strings.Contains(ve.Output, "Unknown keyword 'bogus_keyword'") {
 		t.Fatalf("bad configuration: %v", err)
 	}
@@ -896,11 +885,11 @@ func TestLVSUploadRefused(t *testing.T) {
 // cannot (no IPVS), and the service manager's report comes back as the
 // action's failure.
 func TestLVSRealKeepalived(t *testing.T) {
-	e := newLVSEnv(t, "builtin", DefaultCmd, config.TopologySingle)
+	e := newLVSEnv(t, "builtin", DefaultCmd, "SINGLE")
 	ctx := e.ctx()
 	p := e.m.Paths()
 	bare := newLVSSpec()
-	e.upload(bare.listener, renderLVS(t, bare.render(e.cfg.BasePath, func(spec map[string]any) { listenerOf(spec)["pool"] = nil })))
+	e.upload(bare.listener, renderLVS(t, bare.render(e.base, func(spec map[string]any) { listenerOf(spec)["pool"] = nil })))
 	if _, err := e.m.Action(ctx, bare.listener, "reload"); err != nil {
 		t.Fatalf("start keepalived without virtual server: %v", err)
 	}
@@ -938,7 +927,7 @@ func TestLVSRealKeepalived(t *testing.T) {
 	e.mu.Unlock()
 
 	s := newLVSSpec()
-	e.upload(s.listener, renderLVS(t, s.render(e.cfg.BasePath, nil)))
+	e.upload(s.listener, renderLVS(t, s.render(e.base, nil)))
 	_, err = e.m.Action(ctx, s.listener, "reload")
 	var ae *service.ActionError
 	if !errors.As(err, &ae) || ae.Message != "Failed to restart keepalivedlvs listener "+s.listener {
@@ -947,14 +936,14 @@ func TestLVSRealKeepalived(t *testing.T) {
 	if !strings.Contains(strings.ToLower(ae.Err.Error()), "ipvs") {
 		t.Errorf("the failure report does not show keepalived's complaint: %v", ae.Err)
 	}
-	e.waitFor("status ERROR", 10*time.Second, func() bool { return e.status(s.listener) == "ERROR/UDP" })
+	testutil.WaitFor(e.t, 10*time.Second, testutil.Holds("status ERROR", func() bool { return e.status(s.listener) == "ERROR/UDP" }))
 	if err := e.m.Delete(ctx, s.listener); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.m.Delete(ctx, bare.listener); err != nil {
 		t.Fatal(err)
 	}
-	e.waitFor("keepalived gone", 10*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+	testutil.WaitFor(e.t, 10*time.Second, testutil.Holds("keepalived gone", func() bool { return syscall.Kill(pid, 0) != nil }))
 }
 
 // lvs-check's verdict: every pid file must name a live keepalived.
@@ -978,6 +967,20 @@ func TestCheckLVS(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// The stand-in's checker is a forked bash (named keepalived) until it
+	// execs sleep: wait for that, or the check pid file is, for a moment,
+	// rightly counted as a keepalived.
+	for {
+		data, _ := os.ReadFile(chkf)
+		comm, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(data)) + "/comm")
+		if strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stand-in keepalived's checker did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	notKeepalived := filepath.Join(dir, "sleep.pid")
 	if err := os.WriteFile(notKeepalived, []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
@@ -998,7 +1001,7 @@ func TestCheckLVS(t *testing.T) {
 // With LVS listeners governing (no load balancer), an agent restart must
 // not bring back the failing haproxy check.
 func TestVRRPReconcileKeepsLVSDecision(t *testing.T) {
-	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), config.TopologyActiveStandby)
+	e := newLVSEnv(t, "builtin", fakeKeepalivedPath(t), "ACTIVE_STANDBY")
 	ctx := e.ctx()
 	vp := e.vrrp.Paths()
 	if err := os.MkdirAll(vp.Dir, 0o755); err != nil {
@@ -1008,7 +1011,7 @@ func TestVRRPReconcileKeepsLVSDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newLVSSpec()
-	e.upload(s.listener, renderLVS(t, s.render(e.cfg.BasePath, nil)))
+	e.upload(s.listener, renderLVS(t, s.render(e.base, nil)))
 	if _, err := e.m.Action(ctx, s.listener, "start"); err != nil {
 		t.Fatal(err)
 	}

@@ -23,15 +23,15 @@ package keepalived
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/keyedlock"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -65,35 +65,84 @@ func (e *ValidationError) Error() string {
 
 func (e *ValidationError) Unwrap() error { return e.Err }
 
+// Namespace is the data-plane network namespace keepalived runs in
+// (*netns.Manager).
+type Namespace interface {
+	// EnsureNamespace creates the namespace, if needed, before
+	// keepalived starts in it.
+	EnsureNamespace() error
+}
+
+// Advertiser announces addresses an LVS listener starts serving
+// (GARP/NA), in the background (*netns.Announcer).
+type Advertiser interface {
+	Announce(addrs []string)
+}
+
+// LoadBalancers is what the VRRP check needs of the haproxy side
+// (*haproxy.Inventory).
+type LoadBalancers interface {
+	// CheckSockets returns the stats sockets of the haproxy instances
+	// that must answer for this amphora to hold the VIP.
+	CheckSockets(ctx context.Context) []string
+}
+
+// VRRPCheck is the VRRP check the LVS listeners are part of (*Manager):
+// it is told when the set of listeners that should run may have changed
+// (ACTIVE_STANDBY).
+type VRRPCheck interface {
+	ServicesChanged(ctx context.Context)
+}
+
+// Common are the options of every keepalived the agent runs, the VRRP
+// one and those of the LVS listeners. They do not change while the agent
+// runs.
+type Common struct {
+	// BasePath is [haproxy_amphora] base_path: the VRRP files live in
+	// BASE/vrrp (VRRPPaths), the LVS listeners' in BASE/lvs
+	// (LVSPathsUnder).
+	BasePath string
+	// Namespace is the data-plane namespace keepalived runs in.
+	Namespace string
+	// LogFacility is keepalived's syslog LOG_LOCAL<n>
+	// ([amphora_agent] administrative_log_facility).
+	LogFacility int
+	// Units runs the services; an LVSManager without one only reads
+	// (listing, heartbeat statistics) for the operator subcommands.
+	Units service.Manager
+	// NetnsUnit is the unit creating the data-plane namespace, which the
+	// keepalived units require (netns.UnitName under systemd; "" for the
+	// built-in supervisor).
+	NetnsUnit string
+	// Cmd is the keepalived binary (DefaultCmd when empty); IPCmd the
+	// iproute2 binary that enters the namespace ("/sbin/ip" when empty).
+	Cmd, IPCmd string
+	// Agent is the absolute path of the amphora-agent binary, which the
+	// check scripts run (vrrp-check, lvs-check, health-check udp).
+	Agent string
+	// Netns creates the namespace before keepalived starts (optional).
+	Netns Namespace
+	Log   *slog.Logger
+}
+
+func (c *Common) defaults() {
+	if c.Cmd == "" {
+		c.Cmd = DefaultCmd
+	}
+	if c.IPCmd == "" {
+		c.IPCmd = "/sbin/ip"
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
 // Options configure a Manager.
 type Options struct {
-	Config *config.Store
-	Units  service.Manager
-	// Systemd says Units is the systemd manager: the unit requires
-	// NetnsUnit and InstallNetns is called before it is installed.
-	Systemd bool
-	// NetnsUnit is the name of the unit that creates the data-plane
-	// namespace (without .service), e.g. "amphora-netns".
-	NetnsUnit string
-	// Cmd is the keepalived binary (DefaultCmd when empty).
-	Cmd string
-	// IPCmd is the iproute2 binary that enters the namespace ("/sbin/ip"
-	// when empty).
-	IPCmd string
-	// Agent is the absolute path of the amphora-agent binary; the haproxy
-	// check script runs "Agent vrrp-check <sockets>".
-	Agent string
-	// Sockets returns the haproxy stats sockets the VRRP check must
-	// find answering: the load balancers that are configured and not
-	// stopped on purpose.
-	Sockets func(ctx context.Context) []string
-	// EnsureNamespace creates the data-plane namespace before keepalived
-	// starts in it (optional).
-	EnsureNamespace func(ctx context.Context) error
-	// InstallNetns installs the NetnsUnit unit the keepalived unit
-	// requires (systemd only, optional).
-	InstallNetns func(ctx context.Context) error
-	Log          *slog.Logger
+	Common
+	// LoadBalancers tells which haproxy instances the check covers
+	// (none when nil).
+	LoadBalancers LoadBalancers
 }
 
 // Manager owns the VRRP keepalived of the amphora. Upload and actions are
@@ -103,31 +152,18 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex // serializes Upload and Action
-	checkMu sync.Mutex // serializes writes of the check scripts
-
-	lvs atomic.Pointer[LVSManager] // the LVS listeners the checks cover (SetLVS)
+	serial  keyedlock.Map // serializes Upload and Action (one key); waits honour the context
+	checkMu sync.Mutex    // serializes writes of the check scripts
 }
 
 // NewManager returns a Manager.
 func NewManager(o Options) *Manager {
-	if o.Cmd == "" {
-		o.Cmd = DefaultCmd
-	}
-	if o.IPCmd == "" {
-		o.IPCmd = "/sbin/ip"
-	}
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Manager{opts: o, log: log}
+	o.defaults()
+	return &Manager{opts: o, log: o.Log}
 }
 
-func (m *Manager) cfg() *config.Config { return m.opts.Config.Current() }
-
-// Paths returns the file layout under the current base_path.
-func (m *Manager) Paths() Paths { return Paths{Dir: filepath.Join(m.cfg().BasePath, "vrrp")} }
+// Paths returns the file layout.
+func (m *Manager) Paths() Paths { return VRRPPaths(m.opts.BasePath) }
 
 // Paths is the file layout of the VRRP keepalived under one directory
 // (BASE/vrrp).
@@ -157,20 +193,21 @@ func (p Paths) HAProxyCheckScript() string {
 }
 
 // Configured reports whether a configuration was uploaded.
-func (m *Manager) Configured() bool {
-	fi, err := os.Stat(m.Paths().Config())
-	return err == nil && fi.Mode().IsRegular()
-}
+func (m *Manager) Configured() bool { return m.Paths().Configured() }
 
 // Upload validates body with `keepalived -t` and installs it as the VRRP
 // configuration, (re)writes the check scripts and installs the service.
 // A refused configuration is kept as octavia-keepalived.conf.new-failed
 // and the installed one is untouched. It returns the MD5 of body. A
 // running keepalived is not reloaded (the controller asks for that).
-func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
-	sum := fsutil.MD5Hex(body)
-	m.mu.Lock()
-	defer m.mu.Unlock()
+//
+// body is read while the lock is held: pass a file, not a network stream.
+func (m *Manager) Upload(ctx context.Context, body io.Reader) (string, error) {
+	unlock, err := m.serial.LockContext(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	p := m.Paths()
 	for _, d := range []string{p.Dir, p.CheckScriptsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -182,13 +219,15 @@ func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
 	if err := m.writeScripts(ctx); err != nil {
 		return "", err
 	}
-	if err := fsutil.WriteChecked(p.Config(), body, 0o644, func(staged string) error { return m.Validate(ctx, staged) }); err != nil {
+	in := fsutil.NewDigestReader(body)
+	if err := fsutil.WriteCheckedReader(p.Config(), in, 0o644, func(staged string) error { return m.Validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := m.install(ctx); err != nil {
 		return "", err
 	}
-	m.log.Info("keepalived configuration installed", "unit", ServiceName, "bytes", len(body), "md5", sum)
+	sum := in.MD5Hex()
+	m.log.Info("keepalived configuration installed", "unit", ServiceName, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
@@ -204,11 +243,6 @@ func (m *Manager) writeScripts(ctx context.Context) error {
 
 // install renders the service (every time, GAPS C1) and enables it.
 func (m *Manager) install(ctx context.Context) error {
-	if m.opts.Systemd && m.opts.InstallNetns != nil {
-		if err := m.opts.InstallNetns(ctx); err != nil {
-			return &service.ActionError{Message: "Error enabling octavia-keepalived service", Err: err}
-		}
-	}
 	svc, err := m.Service()
 	if err != nil {
 		return err
@@ -226,14 +260,9 @@ func (m *Manager) install(ctx context.Context) error {
 // Service renders the octavia-keepalived service for both service
 // managers from the current configuration.
 func (m *Manager) Service() (service.Service, error) {
-	c := m.cfg()
-	netnsUnit := m.opts.NetnsUnit
-	if !m.opts.Systemd {
-		netnsUnit = ""
-	}
 	return UnitParams{
-		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: c.Namespace, Netns: netnsUnit,
-		LogFacility: c.AdministrativeLogFacility, Paths: m.Paths(),
+		Cmd: m.opts.Cmd, IPCmd: m.opts.IPCmd, Namespace: m.opts.Namespace, Netns: m.opts.NetnsUnit,
+		LogFacility: m.opts.LogFacility, Paths: m.Paths(),
 	}.Service()
 }
 
@@ -258,8 +287,11 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	if action != "start" && action != "stop" && action != "reload" {
 		return "", ErrUnknownAction
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	unlock, err := m.serial.LockContext(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if action == "stop" {
 		err := m.opts.Units.Stop(ctx, ServiceName)
 		if err != nil && !errors.Is(err, service.ErrNotFound) {
@@ -279,8 +311,8 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	fail := func(err error) (string, error) {
 		return "", &service.ActionError{Message: "Failed to " + action + " octavia-keepalived service", Err: err}
 	}
-	if m.opts.EnsureNamespace != nil {
-		if err := m.opts.EnsureNamespace(ctx); err != nil {
+	if m.opts.Netns != nil {
+		if err := m.opts.Netns.EnsureNamespace(); err != nil {
 			return fail(err)
 		}
 	}
@@ -293,7 +325,6 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 		}
 		return fail(err)
 	}
-	var err error
 	if action == "reload" {
 		err = m.opts.Units.Reload(ctx, ServiceName)
 		if errors.Is(err, service.ErrNotActive) {

@@ -50,19 +50,29 @@ func agentCheck(what, agent, subcommand string, args []string) []byte {
 	return []byte(b.String())
 }
 
+// ServicesChanged is how the load balancers and the LVS listeners tell
+// the check that the services that should run may have changed (after an
+// ACTIVE_STANDBY start, stop, reload, upload or delete): RefreshCheck,
+// with a failure logged (the action itself succeeded).
+func (m *Manager) ServicesChanged(ctx context.Context) {
+	if err := m.RefreshCheck(ctx); err != nil {
+		m.log.Error("keepalived haproxy check not updated", "err", err)
+	}
+}
+
 // RefreshCheck rewrites the haproxy check with the current stats sockets
 // (the reference's vrrp_check_script_update). The load-balancer life
 // cycle calls it after an ACTIVE_STANDBY start, stop, reload or delete;
-// which sockets count is the Sockets option's decision, so a stop of an
-// unknown load balancer changes nothing (GAPS C5). With LVS listeners
-// (SetLVS) it also maintains lvs_udp_check.sh.
+// which sockets count is the LoadBalancers' decision, so a stop of an
+// unknown load balancer changes nothing (GAPS C5). While LVS listeners
+// are configured it also maintains lvs_udp_check.sh.
 func (m *Manager) RefreshCheck(ctx context.Context) error {
 	if m.opts.Agent == "" {
 		return fmt.Errorf("keepalived: the agent binary path for the haproxy check is not set")
 	}
 	var sockets []string
-	if m.opts.Sockets != nil {
-		sockets = m.opts.Sockets(ctx)
+	if m.opts.LoadBalancers != nil {
+		sockets = m.opts.LoadBalancers.CheckSockets(ctx)
 	}
 	lvsConfigured, lvsPIDs := m.lvsCheckState(ctx)
 	m.checkMu.Lock()

@@ -128,7 +128,7 @@ func TestVRRPUnderSystemd(t *testing.T) {
 	// A crash: the unit restarts keepalived (once its VRRP child is up,
 	// so the child's own shutdown on its parent's death is what happens).
 	vrrpPID := filepath.Join(vrrpDir, "octavia-keepalived.vrrp.pid")
-	waitFor(t, 30*time.Second, "keepalived's VRRP child", func() bool { return procfs.Alive(procfs.ReadPID(vrrpPID)) })
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("keepalived's VRRP child", func() bool { return procfs.Alive(procfs.ReadPID(vrrpPID)) }))
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func (m *Manager) Validate(ctx context.Context, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	argv := []string{m.opts.Cmd, "-t", "-f", path}
-	ns := m.cfg().Namespace
+	ns := m.opts.Namespace
 	if namespaceExists(ns) {
 		argv = append([]string{m.opts.IPCmd, "netns", "exec", ns}, argv...)
 	}

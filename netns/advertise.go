@@ -1,14 +1,12 @@
 package netns
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -200,66 +198,33 @@ func unsolicitedNAFrame(mac net.HardwareAddr, ip netip.Addr) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// HAProxyBindAddresses extracts the VIPs from an haproxy configuration the
-// way the reference does before advertising them: on every line that
-// starts (after indentation) with "bind", the space-separated tokens are
-// scanned; a token containing ':' and ',' contributes the text before its
-// last ':' (trailing commas stripped) and scanning goes on; the first
-// token containing ':' without ',' contributes likewise and ends the line.
-// IPv6 addresses come out unbracketed, as the controller writes them.
-func HAProxyBindAddresses(cfg []byte) []string {
-	var out []string
-	sc := bufio.NewScanner(bytes.NewReader(cfg))
-	sc.Buffer(make([]byte, 0, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if !strings.HasPrefix(line, "bind") {
-			continue
-		}
-		for _, tok := range strings.Split(line, " ") {
-			if !strings.Contains(tok, ":") {
-				continue
-			}
-			if strings.Contains(tok, ",") {
-				tok = strings.TrimRight(tok, ",")
-				out = append(out, beforeLastColon(tok))
-				continue
-			}
-			out = append(out, beforeLastColon(tok))
-			break
-		}
-	}
-	return out
+// Announcer advertises the addresses a service starts serving, in the
+// background: the GARP/NA repeats take a moment and the API answers a
+// start without waiting for them. Each batch is bounded in time and
+// ends with the context the Announcer was made with; failures are
+// logged at debug level (the peer learns the address from traffic too).
+type Announcer struct {
+	m       *Manager
+	ctx     context.Context
+	timeout time.Duration
+	wg      sync.WaitGroup
 }
 
-// LVSVirtualServerAddresses extracts the VIPs of a keepalived LVS
-// configuration: the first token of every line inside
-// "virtual_server_group … { … }" blocks.
-func LVSVirtualServerAddresses(cfg []byte) []string {
-	var out []string
-	in := false
-	sc := bufio.NewScanner(bytes.NewReader(cfg))
-	sc.Buffer(make([]byte, 0, 64*1024), 4*1024*1024)
-	for sc.Scan() {
-		raw := sc.Text()
-		line := strings.TrimSpace(raw)
-		switch {
-		case in && strings.HasPrefix(line, "}"):
-			in = false
-		case in:
-			if first := strings.Split(line, " ")[0]; first != "" {
-				out = append(out, first)
-			}
-		case strings.HasPrefix(raw, "virtual_server_group "):
-			in = true
-		}
-	}
-	return out
+// Announcer returns an Announcer whose advertisements end with ctx.
+func (m *Manager) Announcer(ctx context.Context) *Announcer {
+	return &Announcer{m: m, ctx: ctx, timeout: 10 * time.Second}
 }
 
-func beforeLastColon(s string) string {
-	if i := strings.LastIndex(s, ":"); i >= 0 {
-		return s[:i]
-	}
-	return ""
+// Announce advertises each distinct address of addrs, in the background.
+func (a *Announcer) Announce(addrs []string) {
+	a.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
+		defer cancel()
+		if err := a.m.AdvertiseAll(ctx, addrs); err != nil {
+			a.m.log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
+		}
+	})
 }
+
+// Wait waits for the advertisements in flight.
+func (a *Announcer) Wait() { a.wg.Wait() }

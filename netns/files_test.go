@@ -331,20 +331,6 @@ table inet amphora_table {
 	}
 }
 
-func TestHAProxyBindAddresses(t *testing.T) {
-	cfg := "global\n    daemon\nfrontend a\n    bind 203.0.113.2:80\n    bind 2001:db8::4:443 ssl crt /x.pem\n" +
-		"\tbind 198.51.100.7:81,198.51.100.8:81 , 198.51.100.9:82 v4v6\n    bind-process 1\n    mode http\n"
-	got := HAProxyBindAddresses([]byte(cfg))
-	want := []string{"203.0.113.2", "2001:db8::4", "198.51.100.7:81,198.51.100.8", "198.51.100.9"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
-	}
-	lvs := "virtual_server_group ipv4-group {\n    203.0.113.2 80\n\n}\nvirtual_server group ipv4-group 80 {\n}\nvirtual_server_group ipv6-group {\n  2001:db8::4 80\n}\n"
-	if diff := cmp.Diff([]string{"203.0.113.2", "2001:db8::4"}, LVSVirtualServerAddresses([]byte(lvs))); diff != "" {
-		t.Errorf("lvs (-want +got):\n%s", diff)
-	}
-}
-
 func TestInterfaceErrorText(t *testing.T) {
 	e := &InterfaceError{Action: "up", Failures: []InterfaceFailure{{"eth1", errors.New("boom")}, {"eth2", errors.New("bang")}}}
 	want := "Could not configure interface: Error on action 'up' for interface eth1: boom., Error on action 'up' for interface eth2: bang."
@@ -354,5 +340,28 @@ func TestInterfaceErrorText(t *testing.T) {
 	nf := &InterfaceError{Action: "down", NotFound: "eth9"}
 	if nf.Error() != "Could not configure interface: Could not find interface 'eth9'." {
 		t.Errorf("got %q", nf.Error())
+	}
+}
+
+func TestUnit(t *testing.T) {
+	text, err := Unit("amphora-haproxy", []string{"/usr/bin/amphora-agent", "--config-file", "/etc/octavia/a b.conf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Description=Configure amphora-haproxy network namespace\n",
+		"ExecStart=-/sbin/ip netns add amphora-haproxy\n",
+		"ExecStart=-/sbin/ip netns exec amphora-haproxy modprobe ip_vs\n",
+		"ExecStart=-/usr/bin/amphora-agent --config-file \"/etc/octavia/a b.conf\" interface up all\n",
+	} {
+		if !strings.Contains(string(text), want) {
+			t.Errorf("unit lacks %q:\n%s", want, text)
+		}
+	}
+	if strings.HasPrefix(string(text), "#") {
+		t.Errorf("the service manager adds the marker, not the renderer:\n%s", text)
+	}
+	if _, err := Unit("../x", nil); err == nil {
+		t.Error("a namespace name with a slash was rendered")
 	}
 }

@@ -2,15 +2,10 @@ package netns
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +14,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/execx"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 func requireNft(t *testing.T) {
@@ -101,79 +95,22 @@ func openNS(t *testing.T, name string) *Namespace {
 
 func linkIn(t *testing.T, ns *Namespace, name string) netlink.Link {
 	t.Helper()
-	l, err := ns.Handle().LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s in %s: %v", name, ns.Name(), err)
-	}
-	return l
+	return testutil.LinkOf(t, ns.Handle(), name)
 }
 
 // globalAddrs lists the addresses of a link except IPv6 link-local ones.
 func globalAddrs(t *testing.T, ns *Namespace, ifname string) []string {
-	t.Helper()
-	l := linkIn(t, ns, ifname)
-	addrs, err := ns.Handle().AddrList(l, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if a.IP.IsLinkLocalUnicast() {
-			continue
-		}
-		out = append(out, a.IPNet.String())
-	}
-	sort.Strings(out)
-	return out
+	return testutil.LinkAddrs(t, ns.Handle(), ifname)
 }
 
 // staticRoutes lists the static-protocol routes of a link, all tables, as
 // "dst via gw src s table n" strings.
 func staticRoutes(t *testing.T, ns *Namespace, ifname string) []string {
-	t.Helper()
-	l := linkIn(t, ns, ifname)
-	routes, err := ns.Handle().RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Protocol != unix.RTPROT_STATIC {
-			continue
-		}
-		k := routeKeyOf(r)
-		s := k.dst
-		if k.gw != "" {
-			s += " via " + k.gw
-		}
-		if k.src != "" {
-			s += " src " + k.src
-		}
-		s += fmt.Sprintf(" table %d", k.table)
-		out = append(out, s)
-	}
-	sort.Strings(out)
-	return out
+	return testutil.StaticRoutes(t, ns.Handle(), ifname)
 }
 
 // sourceRules lists the policy rules with a source, as "from s/n lookup t prio p proto x".
-func sourceRules(t *testing.T, ns *Namespace) []string {
-	t.Helper()
-	rules, err := ns.Handle().RuleList(netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		if r.Src == nil {
-			continue
-		}
-		out = append(out, fmt.Sprintf("from %s lookup %d prio %d proto %d", r.Src, r.Table, r.Priority, r.Protocol))
-	}
-	sort.Strings(out)
-	return out
-}
+func sourceRules(t *testing.T, ns *Namespace) []string { return testutil.SourceRules(t, ns.Handle()) }
 
 // masqRules counts, per chain of the masquerade table, the rules tagged
 // with ifname.
@@ -209,8 +146,8 @@ func masqRules(t *testing.T, ns *Namespace, ipv6 bool, ifname string) map[string
 	return out
 }
 
-// serveHTTP serves, inside namespace ns, on addr; the body tells which
-// local and remote addresses the server saw.
+// serveHTTP serves a member inside namespace ns, on addr; its
+// MemberAddressesPath tells which local and remote addresses it saw.
 func serveHTTP(t *testing.T, ns *Namespace, addr string) {
 	t.Helper()
 	var ln net.Listener
@@ -222,64 +159,12 @@ func serveHTTP(t *testing.T, ns *Namespace, addr string) {
 	if err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, ns.Name(), err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-			fmt.Fprintf(w, "local=%s remote=%s", local, r.RemoteAddr)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
+	testutil.ServeMember(t, ln, "member")
 }
 
-// httpGet fetches url from namespace ns with source address src ("" =
-// kernel's choice) and returns the body. The connection is dialled
-// synchronously inside ns (no dial outlives the call).
+// httpGet fetches url (a member's addresses) from namespace ns with
+// source address src ("" = kernel's choice) and returns the body.
 func httpGet(ns *Namespace, src, url string, timeout time.Duration) (string, error) {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	var conn net.Conn
-	err = ns.Do(func() error {
-		d := net.Dialer{Timeout: timeout}
-		if src != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-		}
-		var err error
-		conn, err = d.Dial("tcp", req.URL.Host)
-		return err
-	})
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	used := false
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(context.Context, string, string) (net.Conn, error) {
-			if used {
-				return nil, errors.New("connection already used")
-			}
-			used = true
-			return conn, nil
-		},
-	}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Timeout: timeout, Transport: tr}
-	resp, err := client.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	body, _, err := testutil.GetIn(ns.Do, src, url, timeout)
+	return body, err
 }

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 
+	"github.com/octavia-go/amphora-agent/internal/nsthread"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -116,35 +116,7 @@ func (n *Namespace) Close() error {
 // back before it is unlocked; a thread that cannot be restored is never
 // unlocked (the runtime then ends it with its goroutine).
 func (n *Namespace) Do(fn func() error) error {
-	return doIn(n.fd, fn)
-}
-
-func doIn(target vnetns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := vnetns.Set(target); err != nil {
-			runtime.UnlockOSThread() // setns failed: the thread did not move
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := vnetns.Set(orig); err != nil {
-			// Keep the thread locked: it dies with this goroutine.
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nsthread.Do(n.fd, fn)
 }
 
 func checkName(name string) error {
@@ -197,37 +169,19 @@ func createNamed(name string) (vnetns.NsHandle, error) {
 			return vnetns.None(), fmt.Errorf("remove stale %s: %w", p, err)
 		}
 	}
-	type result struct {
-		fd  vnetns.NsHandle
-		err error
+	fd := vnetns.None()
+	err := nsthread.Run(func() error {
+		var err error
+		fd, err = vnetns.NewNamed(name) // switches this thread on success and on late failures
+		return err
+	})
+	if err != nil {
+		if fd.IsOpen() {
+			fd.Close()
+		}
+		fd, err = vnetns.None(), fmt.Errorf("create netns %s: %w", name, err)
 	}
-	resc := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			resc <- result{vnetns.None(), fmt.Errorf("current netns: %w", err)}
-			return
-		}
-		defer orig.Close()
-		fd, err := vnetns.NewNamed(name) // switches this thread on success and on late failures
-		if rerr := vnetns.Set(orig); rerr != nil {
-			if fd.IsOpen() {
-				fd.Close()
-			}
-			resc <- result{vnetns.None(), errors.Join(err, fmt.Errorf("restore netns: %w", rerr))}
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		if err != nil {
-			resc <- result{vnetns.None(), fmt.Errorf("create netns %s: %w", name, err)}
-			return
-		}
-		resc <- result{fd, nil}
-	}()
-	r := <-resc
-	if r.err != nil && !errors.Is(r.err, unix.EEXIST) {
+	if err != nil && !errors.Is(err, unix.EEXIST) {
 		// NewNamed may leave the empty mount-point file behind.
 		if _, err := os.Lstat(p); err == nil {
 			if fd, err := vnetns.GetFromPath(p); err == nil {
@@ -238,7 +192,7 @@ func createNamed(name string) (vnetns.NsHandle, error) {
 			}
 		}
 	}
-	return r.fd, r.err
+	return fd, err
 }
 
 // makeRunDirShared makes /run/netns a shared mount point, as iproute2 does,

@@ -143,7 +143,7 @@ func checkMemberPlumbing(t *testing.T, ns *Namespace, mtu int) {
 func checkTraffic(t *testing.T, ns *Namespace, peerNS, memberNS *Namespace) {
 	t.Helper()
 	for _, c := range []struct{ src, vip string }{{client4, vip4}, {client6, vip6}} {
-		url := fmt.Sprintf("http://%s/", net.JoinHostPort(c.vip, fmt.Sprint(httpPort)))
+		url := "http://" + net.JoinHostPort(c.vip, fmt.Sprint(httpPort)) + testutil.MemberAddressesPath
 		body, err := httpGet(peerNS, c.src, url, 5*time.Second)
 		if err != nil {
 			t.Errorf("client %s -> %s: %v", c.src, url, err)
@@ -154,7 +154,7 @@ func checkTraffic(t *testing.T, ns *Namespace, peerNS, memberNS *Namespace) {
 		}
 	}
 	for _, c := range []struct{ member, amp string }{{member4, amp4Mem}, {member6, amp6Mem}} {
-		url := fmt.Sprintf("http://%s/", net.JoinHostPort(c.member, "8081"))
+		url := "http://" + net.JoinHostPort(c.member, "8081") + testutil.MemberAddressesPath
 		body, err := httpGet(ns, "", url, 5*time.Second)
 		if err != nil {
 			t.Errorf("amphora -> member %s: %v", url, err)

@@ -8,7 +8,9 @@
 #   - two member HTTP servers, a load-balancer config rendered by Octavia's own
 #     templater, uploaded, validated and started through the API,
 #   - requests from a client namespace spread over both members,
-#   - one heartbeat received over UDP and decoded with Octavia's own code.
+#   - one heartbeat received over UDP and decoded with Octavia's own code,
+#   - a PROMETHEUS listener scraped through the VIP: one Octavia metric from
+#     the Prometheus proxy the agent runs next to haproxy.
 # Everything lives in namespaces named amdemo-* and a temporary directory,
 # and is removed at the end (also on failure or Ctrl-C).
 set -euo pipefail
@@ -26,6 +28,7 @@ LISTENER=1bc7d4c5-6e2f-4a3b-8d4c-8e9f0a1b2c3d
 POOL=2cd8e5d6-7f3a-4b4c-9e5d-9f0a1b2c3d4e
 M1=3de9f6e7-8a4b-4c5d-8f6e-0a1b2c3d4e5f
 M2=4efa07f8-9b5c-4d6e-9a7f-1b2c3d4e5f6a
+PROM_LISTENER=5f0b18a9-ac6d-4e7f-8b90-2c3d4e5f6a7b
 VIP=198.51.100.10
 VIP_MAC=fa:16:3e:de:00:01
 MEMBER_MAC=fa:16:3e:de:00:02
@@ -178,7 +181,8 @@ cat > "$DIR/spec.json" <<EOF
  "listeners": [{"id": "$LISTENER", "protocol": "HTTP", "port": 80, "pool_id": "$POOL",
    "monitor": true, "hm_delay": 1, "hm_timeout": 1,
    "members": [{"id": "$M1", "address": "198.18.2.10", "port": 8080},
-               {"id": "$M2", "address": "198.18.2.11", "port": 8080}]}]}
+               {"id": "$M2", "address": "198.18.2.11", "port": 8080}]},
+  {"id": "$PROM_LISTENER", "protocol": "PROMETHEUS", "port": 9100}]}
 EOF
 $PY "$ROOT/test/interop/render_haproxy.py" < "$DIR/spec.json" > "$DIR/haproxy.cfg"
 echo "an invalid config is refused and changes nothing:"
@@ -222,6 +226,15 @@ while time.time() < deadline:
         print(json.dumps(msg, indent=2))
         break
 EOF
+
+step "PROMETHEUS listener: Octavia metrics from the proxy the agent runs in $NS_AMP"
+for _ in $(seq 1 50); do
+  ip netns exec "$NS_CLIENT" curl -sf -m 2 -o "$DIR/metrics.txt" "http://$VIP:9100/metrics" && break
+  sleep 0.2
+done
+echo "GET http://$VIP:9100/metrics from the client: $(grep -vc '^#' "$DIR/metrics.txt") series, for example"
+grep -E "^octavia_listener_http_requests_total\{listener=\"$LISTENER\"\}|^octavia_member_status\{pool=\"$POOL:$LISTENER\",member=\"$M1\",state=\"UP\"\}|^octavia_loadbalancer_cpu " \
+  "$DIR/metrics.txt" | sed 's/^/    /'
 
 step "what an operator sees on the amphora: amphora-agent status"
 "$BIN" --config-file "$DIR/amphora-agent.conf" status 2>/dev/null | sed -n '1,/^Heartbeat/p' | sed '$d'

@@ -4,16 +4,19 @@
 # none of their services is started (policy-rc.d), so a distribution
 # haproxy or keepalived never runs next to ours.
 #
-#   scripts/deps.sh            packages for build, demo and tests (the VM
-#                              tests: qemu, genisoimage for config drives, ssh,
-#                              and a kernel for the KVM probe boot)
+#   scripts/deps.sh            packages for build, demo, tests, the Debian
+#                              package (lintian), the image (diskimage-builder)
+#                              and the VM tests (qemu, genisoimage for config
+#                              drives, ssh, a kernel for the KVM probe boot)
 #   scripts/deps.sh bench      ... plus the reference agent (octavia-agent)
 set -eu
 
 PKGS="haproxy keepalived nftables ipvsadm iproute2 procps curl ca-certificates
       dbus dbus-user-session systemd python3 python3-octavia python3-cryptography
       tcpdump socat wrk util-linux debootstrap systemd-container
-      qemu-system-x86 qemu-utils genisoimage openssh-client cpio linux-image-amd64"
+      rsyslog prometheus python3-psutil
+      python3-diskimage-builder qemu-utils sudo kpartx lintian
+      qemu-system-x86 genisoimage openssh-client cpio linux-image-amd64"
 case "${1:-}" in
   bench) PKGS="$PKGS octavia-agent" ;;
   "") ;;

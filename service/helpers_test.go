@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/octavia-go/amphora-agent/internal/procfs"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // testLogger logs into the test output until the test has finished.
@@ -91,28 +92,9 @@ func httpGet(port int) (string, error) {
 	return string(b), err
 }
 
-// waitFor polls cond until it returns true or timeout; it fails the test
-// with the last description cond gave.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		ok, desc := cond()
-		if ok {
-			return
-		}
-		last = desc
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", timeout, what, last)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func waitServes(t *testing.T, port int, body string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "haproxy to serve "+strconv.Quote(body), func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		got, err := httpGet(port)
 		if err != nil {
 			return false, err.Error()

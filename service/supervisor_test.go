@@ -177,7 +177,7 @@ func TestSupervisorHAProxyLifecycle(t *testing.T) {
 		if err := unix.Kill(old, unix.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 15*time.Second, "restart after kill -9", func() (bool, string) {
+		testutil.WaitFor(t, 15*time.Second, func() (bool, string) {
 			st := mustState(t, sup, name)
 			return st.Active && st.MainPID != old, st.String()
 		})
@@ -239,7 +239,7 @@ func TestSupervisorHAProxyLifecycle(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 15*time.Second, "restart of the re-adopted service", func() (bool, string) {
+	testutil.WaitFor(t, 15*time.Second, func() (bool, string) {
 		st := mustState(t, sup2, name)
 		return st.Active && st.MainPID != pid, st.String()
 	})
@@ -325,7 +325,7 @@ func TestSupervisorStalePIDFileNotAdopted(t *testing.T) {
 	}
 
 	sup2 := newSupervisor(t, stateDir)
-	waitFor(t, 15*time.Second, "a fresh haproxy", func() (bool, string) {
+	testutil.WaitFor(t, 15*time.Second, func() (bool, string) {
 		st := mustState(t, sup2, name)
 		return st.Active && st.MainPID != sleep.Process.Pid && st.MainPID != pid, st.String()
 	})
@@ -484,7 +484,7 @@ func TestSupervisorStopEscalates(t *testing.T) {
 	}
 	pid := mustState(t, sup, svc.Name).MainPID
 	var child int
-	waitFor(t, 5*time.Second, "the child's pid in the log", func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		b, _ := os.ReadFile(filepath.Join(dir, svc.Name+".log"))
 		if _, after, ok := strings.Cut(string(b), "child "); ok {
 			child, _ = strconv.Atoi(strings.TrimSpace(after))

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -105,142 +104,13 @@ func (m *Systemd) Close() error {
 	return nil
 }
 
-func (m *Systemd) dialOne() (*godbus.Conn, error) {
-	var (
-		c   *godbus.Conn
-		err error
-	)
-	// the connection lives until Close (WithContext ties its lifetime to m.life)
-	if m.opts.UserBus {
-		c, err = godbus.SessionBusPrivate(godbus.WithContext(m.life))
-	} else {
-		c, err = godbus.Dial("unix:path="+m.opts.PrivateSocket, godbus.WithContext(m.life))
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Auth([]godbus.Auth{godbus.AuthExternal(strconv.Itoa(os.Getuid()))}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	if m.opts.UserBus { // a bus daemon wants Hello; the manager's private socket does not
-		if err := c.Hello(); err != nil {
-			c.Close()
-			return nil, err
-		}
-	}
-	return c, nil
-}
-
-func (m *Systemd) target() string {
-	if m.opts.UserBus {
-		return "session bus"
-	}
-	return m.opts.PrivateSocket
-}
-
-// connection returns a live connection, dialing (with retries bounded by
-// ctx) when there is none or it dropped. The channel is closed when the
-// returned connection drops.
-func (m *Systemd) connection(ctx context.Context) (*sddbus.Conn, <-chan struct{}, error) {
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil, nil, ErrClosed
-	}
-	if m.conn != nil && m.conn.Connected() {
-		c, gone := m.conn, m.sig.Context().Done()
-		m.mu.Unlock()
-		return c, gone, nil
-	}
-	reconnect := m.conn != nil || m.dials.Load() > 0
-	if m.conn != nil {
-		m.log.Info("systemd connection lost, reconnecting", "socket", m.target())
-		m.conn.Close()
-		m.conn, m.sig = nil, nil
-	}
-	m.mu.Unlock()
-
-	// the first connection fails fast (no manager there); a reconnection
-	// retries for a while (the manager may be re-executing itself)
-	var giveUp <-chan time.Time
-	if reconnect {
-		t := time.NewTimer(reconnectWindow)
-		defer t.Stop()
-		giveUp = t.C
-	}
-	delay := 50 * time.Millisecond
-	for {
-		// go-systemd dials twice: first the call connection, then the
-		// signal connection
-		var raws []*godbus.Conn
-		c, err := sddbus.NewConnection(func() (*godbus.Conn, error) {
-			rc, err := m.dialOne()
-			if err == nil {
-				raws = append(raws, rc)
-			}
-			return rc, err
-		})
-		if err == nil && len(raws) != 2 {
-			c.Close()
-			err = fmt.Errorf("unexpected number of D-Bus connections: %d", len(raws))
-		}
-		if err == nil {
-			m.dials.Add(1)
-			m.mu.Lock()
-			if m.closed {
-				m.mu.Unlock()
-				c.Close()
-				return nil, nil, ErrClosed
-			}
-			if m.conn != nil && m.conn.Connected() { // a concurrent caller won
-				c.Close()
-			} else {
-				m.conn, m.sig = c, raws[1]
-			}
-			c, gone := m.conn, m.sig.Context().Done()
-			m.mu.Unlock()
-			return c, gone, nil
-		}
-		if !reconnect {
-			return nil, nil, fmt.Errorf("connect to systemd at %s: %w", m.target(), err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("connect to systemd at %s: %w (last error: %v)", m.target(), ctx.Err(), err)
-		case <-giveUp:
-			return nil, nil, fmt.Errorf("reconnect to systemd at %s: %w", m.target(), err)
-		case <-time.After(delay):
-		}
-		if delay < time.Second {
-			delay *= 2
-		}
-	}
-}
-
-// call runs f on a live connection and retries once on a fresh connection
-// when f failed because the connection dropped.
-func (m *Systemd) call(ctx context.Context, f func(c *sddbus.Conn) error) error {
-	for attempt := 0; ; attempt++ {
-		c, _, err := m.connection(ctx)
-		if err != nil {
-			return err
-		}
-		err = f(c)
-		if err == nil || attempt > 0 || !connLost(c, err) {
-			return err
-		}
-	}
-}
-
-func connLost(c *sddbus.Conn, err error) bool {
-	return !c.Connected() || errors.Is(err, godbus.ErrClosed) || errors.Is(err, fs.ErrClosed)
-}
-
 func unitName(name string) string { return name + ".service" }
 
-// Install writes the unit file if its content differs, daemon-reloads when
-// it changed and enables the unit.
+// Install writes the unit file (GeneratedMarker, then svc.Unit) if its
+// content differs, daemon-reloads when it changed and enables the unit.
+// A unit file that does not start with GeneratedMarker was written by
+// someone else (the image, an operator) and is left alone: nothing is
+// written or enabled, and Install reports no change.
 func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
 	if err := checkName(svc.Name); err != nil {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
@@ -259,12 +129,18 @@ func (m *Systemd) Install(ctx context.Context, svc Service) (bool, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 	}
-	changed := err != nil || !bytes.Equal(old, svc.Unit)
+	if err == nil && !bytes.HasPrefix(old, []byte(GeneratedMarker)) {
+		// The image or an operator provides this unit: theirs wins.
+		m.log.Debug("unit file not written by the agent left as it is", "unit", unit, "path", path)
+		return false, nil
+	}
+	text := append([]byte(GeneratedMarker), svc.Unit...)
+	changed := err != nil || !bytes.Equal(old, text)
 	if changed {
 		if err := os.MkdirAll(m.opts.UnitDir, 0o755); err != nil {
 			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 		}
-		if err := fsutil.WriteFile(path, svc.Unit, 0o644); err != nil {
+		if err := fsutil.WriteFile(path, text, 0o644); err != nil {
 			return false, &OpError{Name: svc.Name, Op: "install", Err: err}
 		}
 		if err := m.daemonReload(ctx); err != nil {

@@ -185,7 +185,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	// the manager re-executes itself: the private connection drops, we reconnect
 	dials := m.dials.Load()
 	um.systemctl(t, "daemon-reexec")
-	waitFor(t, 10*time.Second, "State after daemon-reexec", func() (bool, string) {
+	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
 		st, err := m.State(ctx, name)
 		if err != nil {
 			return false, err.Error()
@@ -207,7 +207,7 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if changed, err := m.Install(ctx, svc); err != nil || !changed {
 		t.Fatalf("Install of changed unit: changed=%v err=%v", changed, err)
 	}
-	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, svc.Unit) {
+	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, append([]byte(GeneratedMarker), svc.Unit...)) {
 		t.Fatal("unit file not updated")
 	}
 	if m.reloads.Load() != reloads+1 {
@@ -218,6 +218,19 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	}
 	if got := mustState(t, m, name).MainPID; got != pid {
 		t.Errorf("Install restarted the service: pid %d -> %d", pid, got)
+	}
+
+	// a unit file the agent did not write is never replaced
+	foreign := []byte("# provided by the image\n" + string(svc.Unit))
+	if err := os.WriteFile(unitPath, foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc.Unit = haproxyUnit(bin, cfg, pidFile, "lbt haproxy, rendered again")
+	if changed, err := m.Install(ctx, svc); err != nil || changed {
+		t.Fatalf("Install over a foreign unit: changed=%v err=%v", changed, err)
+	}
+	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, foreign) {
+		t.Fatal("foreign unit file overwritten")
 	}
 
 	// stop
@@ -320,7 +333,7 @@ ExecStart=/bin/sh -c 'sleep 1.5; exec ` + bin + ` -Ws -f ` + cfg + `'
 	done := make(chan error, 1)
 	t0 := time.Now()
 	go func() { done <- m.Start(ctx, name) }()
-	waitFor(t, 5*time.Second, "the start job to be queued", func() (bool, string) {
+	testutil.WaitFor(t, 5*time.Second, func() (bool, string) {
 		st, err := m.State(ctx, name)
 		return err == nil && st.ActiveState == "activating", st.String()
 	})

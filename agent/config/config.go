@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"gopkg.in/ini.v1"
+
+	"github.com/octavia-go/amphora-agent/internal/logging"
 )
 
 // Topologies of a load balancer, as in [controller_worker] loadbalancer_topology.
@@ -43,6 +45,11 @@ type Config struct {
 
 	// [DEFAULT]
 	Debug bool
+	// UseSyslog and SyslogLogFacility (mutable) send the agent's records
+	// to the local syslog; the facility is LOG_LOCAL<n>-style, "" for
+	// unset (then local<AdministrativeLogFacility>).
+	UseSyslog         bool
+	SyslogLogFacility string
 
 	// [haproxy_amphora]
 	BasePath    string // /var/lib/octavia
@@ -63,7 +70,7 @@ type Config struct {
 	AgentServerNetworkDir     string
 	AgentRequestReadTimeout   time.Duration
 	AgentTLSProtocol          string
-	AdministrativeLogFacility int
+	AdministrativeLogFacility int // mutable
 	UserLogFacility           int
 	AmphoraID                 string
 	AmphoraUDPDriver          string
@@ -75,6 +82,7 @@ type Config struct {
 	SystemdUnitDir  string // where unit files are written, /usr/lib/systemd/system
 	UserGroupConfig string // haproxy user/group snippet, /var/lib/octavia/haproxy-default-user-group.conf
 	PCIRescanPath   string // poked when a plugged MAC is not found yet; "" disables
+	SyslogSocket    string // the syslog daemon's socket, /dev/log
 
 	// [controller_worker] (mutable)
 	LoadBalancerTopology string
@@ -105,6 +113,7 @@ func Defaults() *Config {
 		SystemdUnitDir:            "/usr/lib/systemd/system",
 		UserGroupConfig:           "/var/lib/octavia/haproxy-default-user-group.conf",
 		PCIRescanPath:             "/sys/bus/pci/rescan",
+		SyslogSocket:              "/dev/log",
 		LoadBalancerTopology:      TopologySingle,
 	}
 }
@@ -123,7 +132,9 @@ func (c *Config) MutableEqual(o *Config) bool {
 	return strings.Join(c.ControllerIPPortList, ",") == strings.Join(o.ControllerIPPortList, ",") &&
 		c.HeartbeatInterval == o.HeartbeatInterval &&
 		c.HeartbeatKey == o.HeartbeatKey && c.HeartbeatKeySet == o.HeartbeatKeySet &&
-		c.LoadBalancerTopology == o.LoadBalancerTopology
+		c.LoadBalancerTopology == o.LoadBalancerTopology &&
+		c.UseSyslog == o.UseSyslog && c.SyslogLogFacility == o.SyslogLogFacility &&
+		c.AdministrativeLogFacility == o.AdministrativeLogFacility
 }
 
 // WithMutable returns a copy of c carrying the mutable options of o.
@@ -134,6 +145,8 @@ func (c *Config) WithMutable(o *Config) *Config {
 	n.HeartbeatKey = o.HeartbeatKey
 	n.HeartbeatKeySet = o.HeartbeatKeySet
 	n.LoadBalancerTopology = o.LoadBalancerTopology
+	n.UseSyslog, n.SyslogLogFacility = o.UseSyslog, o.SyslogLogFacility
+	n.AdministrativeLogFacility = o.AdministrativeLogFacility
 	return n
 }
 
@@ -194,8 +207,8 @@ type option struct {
 // they are not reported as unknown.
 var options = []option{
 	{"DEFAULT", "debug", kBool, func(c *Config, v any) { c.Debug = v.(bool) }},
-	{"DEFAULT", "use_syslog", kBool, nil},
-	{"DEFAULT", "syslog_log_facility", kSyslogFacility, nil},
+	{"DEFAULT", "use_syslog", kBool, func(c *Config, v any) { c.UseSyslog = v.(bool) }},
+	{"DEFAULT", "syslog_log_facility", kSyslogFacility, func(c *Config, v any) { c.SyslogLogFacility = v.(string) }},
 	{"DEFAULT", "verbose", kBool, nil},
 	{"DEFAULT", "log_file", kString, nil},
 	{"DEFAULT", "log_dir", kString, nil},
@@ -236,6 +249,7 @@ var options = []option{
 	{"amphora_agent", "systemd_unit_dir", kString, func(c *Config, v any) { c.SystemdUnitDir = v.(string) }},
 	{"amphora_agent", "haproxy_user_group_config", kString, func(c *Config, v any) { c.UserGroupConfig = v.(string) }},
 	{"amphora_agent", "pci_rescan_path", kString, func(c *Config, v any) { c.PCIRescanPath = v.(string) }},
+	{"amphora_agent", "syslog_socket", kString, func(c *Config, v any) { c.SyslogSocket = v.(string) }},
 
 	{"controller_worker", "loadbalancer_topology", kTopology, func(c *Config, v any) { c.LoadBalancerTopology = v.(string) }},
 }
@@ -469,6 +483,9 @@ func parseValue(k kind, raw string) (any, string) {
 		}
 		return l, ""
 	case kSyslogFacility:
+		if _, err := logging.ParseFacility(s); err != nil {
+			return nil, err.Error()
+		}
 		return s, ""
 	}
 	return nil, "unsupported option kind"

@@ -61,6 +61,7 @@ func TestParseControllerRendered(t *testing.T) {
 	want.HeartbeatKey, want.HeartbeatKeySet = "insecure", true
 	want.AmphoraID = "6e9fd1a2-1234-4cde-8f00-aabbccddeeff"
 	want.LoadBalancerTopology = TopologyActiveStandby
+	want.UseSyslog, want.SyslogLogFacility = true, "LOG_LOCAL1"
 	if diff := cmp.Diff(want, c); diff != "" {
 		t.Fatalf("config (-want +got):\n%s", diff)
 	}
@@ -215,5 +216,29 @@ func TestWithMutableKeepsImmutable(t *testing.T) {
 	got := cur.WithMutable(next)
 	if got.BindPort != 9443 || got.HeartbeatKey != "new" || !got.ActiveStandby() || cur.MutableEqual(got) {
 		t.Fatalf("WithMutable: %+v", got)
+	}
+}
+
+// TestSyslogOptions: the log offloading options are read, validated and
+// change at run time.
+func TestSyslogOptions(t *testing.T) {
+	c, _, err := Parse(Source{Name: "a", Data: []byte("[DEFAULT]\nuse_syslog = true\nsyslog_log_facility = local3\n[amphora_agent]\nsyslog_socket = /run/x/log\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.UseSyslog || c.SyslogLogFacility != "local3" || c.SyslogSocket != "/run/x/log" {
+		t.Errorf("%v %q %q", c.UseSyslog, c.SyslogLogFacility, c.SyslogSocket)
+	}
+	if _, _, err := Parse(Source{Name: "a", Data: []byte("[DEFAULT]\nsyslog_log_facility = LOG_LOCAL9\n")}); err == nil ||
+		!strings.Contains(err.Error(), "[DEFAULT] syslog_log_facility") {
+		t.Errorf("bad facility: %v", err)
+	}
+	next := c.Clone()
+	next.SyslogLogFacility, next.AdministrativeLogFacility = "LOG_LOCAL4", 4
+	if c.MutableEqual(next) {
+		t.Error("a facility change is not a run-time change")
+	}
+	if got := c.WithMutable(next); got.SyslogLogFacility != "LOG_LOCAL4" || got.AdministrativeLogFacility != 4 || got.SyslogSocket != "/run/x/log" {
+		t.Errorf("WithMutable: %+v", got)
 	}
 }

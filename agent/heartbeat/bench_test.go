@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
@@ -26,11 +27,14 @@ func BenchmarkBuild(b *testing.B) { benchmarkBuild(b, benchListeners, benchMembe
 func benchmarkBuild(b *testing.B, listeners, members int) {
 	testutil.RequireBinary(b, "haproxy")
 	dir := testutil.ShortDir(b, "hb")
-	f := &lbFixture{sock: filepath.Join(dir, "lb.sock"), cfgPath: filepath.Join(dir, "haproxy.cfg")}
-	writeFile(b, f.cfgPath, scaleLBConfig(dir, listeners, members))
-	f.start(b)
+	sock, cfg := filepath.Join(dir, "lb.sock"), filepath.Join(dir, "haproxy.cfg")
+	writeFile(b, cfg, scaleLBConfig(dir, listeners, members))
+	testutil.StartHAProxy(b, cfg, func(ctx context.Context) error {
+		_, err := haproxy.NewStatsClient(sock).ShowInfo(ctx)
+		return err
+	})
 
-	src := &testSource{lbs: []LB{{ID: lbID, StatsSocket: f.sock}}}
+	src := &testSource{lbs: []testLB{{ID: lbID, StatsSocket: sock}}}
 	s, _, _ := newSender(b, newConfig(testutil.ShortDir(b, "hb"), "bench-key", "127.0.0.1:9"), src)
 	ctx := context.Background()
 	js, err := s.Build(ctx)

@@ -9,7 +9,6 @@ import (
 	"os"
 	"slices"
 
-	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
 )
 
@@ -19,7 +18,7 @@ import (
 const CountersFile = "stats_counters.json"
 
 // counterValues are the last absolute values of the delta metrics of one
-// listener (haproxy CSV names; LVS values are mapped onto them).
+// listener, with the file's (haproxy CSV) names.
 type counterValues struct {
 	Bin  int64 `json:"bin"`
 	Bout int64 `json:"bout"`
@@ -86,19 +85,20 @@ func delta(current, last int64) int64 {
 
 // listenerEntry turns the absolute values of one listener into its
 // message entry, given the values last reported.
-func listenerEntry(cur haproxy.ListenerStats, last counterValues) Listener {
+func listenerEntry(cur Counters, last counterValues) Listener {
 	return Listener{
 		Status: cur.Status,
 		Stats: ListenerStats{
-			TX:       delta(cur.Bout, last.Bout),
-			RX:       delta(cur.Bin, last.Bin),
-			Conns:    cur.Scur,
-			TotConns: delta(cur.Stot, last.Stot),
-			Ereq:     delta(cur.Ereq, last.Ereq),
+			TX:       delta(cur.BytesOut, last.Bout),
+			RX:       delta(cur.BytesIn, last.Bin),
+			Conns:    cur.Current,
+			TotConns: delta(cur.Total, last.Stot),
+			Ereq:     delta(cur.RequestErrors, last.Ereq),
 		},
 	}
 }
 
-func absolute(cur haproxy.ListenerStats) counterValues {
-	return counterValues{Bin: cur.Bin, Bout: cur.Bout, Ereq: cur.Ereq, Stot: cur.Stot}
+// absolute is what is recorded of a listener's counters.
+func absolute(cur Counters) counterValues {
+	return counterValues{Bin: cur.BytesIn, Bout: cur.BytesOut, Ereq: cur.RequestErrors, Stot: cur.Total}
 }

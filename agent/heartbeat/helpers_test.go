@@ -6,13 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +17,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/haproxy"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
+	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
 // ---- Octavia's decoder ----------------------------------------------------
@@ -87,117 +84,47 @@ func (r *receiver) pending() [][]byte {
 
 // ---- haproxy fixture ---------------------------------------------------------
 
-// Object ids of the load balancer fixture.
+// Object ids of the load balancer fixture (testutil's statistics fixture).
 const (
 	lbID = "3c3c3c3c-0000-4000-8000-000000000001"
-	l1   = "8a1b2c3d-0000-4000-8000-000000000001" // HTTP listener, one member of each status
-	l2   = "8a1b2c3d-0000-4000-8000-000000000002" // TCP listener, exact byte counts
-	p1   = "9a1b2c3d-0000-4000-8000-0000000000aa:" + l1
-	p2   = "9a1b2c3d-0000-4000-8000-0000000000bb:" + l2
-	mUp  = "aaaaaaaa-0000-4000-8000-000000000001"
-	mDn  = "aaaaaaaa-0000-4000-8000-000000000002"
-	mNo  = "aaaaaaaa-0000-4000-8000-000000000003"
-	mMnt = "aaaaaaaa-0000-4000-8000-000000000004"
-	mDrn = "aaaaaaaa-0000-4000-8000-000000000005"
-	mTCP = "bbbbbbbb-0000-4000-8000-000000000001"
+	l1   = testutil.FixtureL1 // HTTP listener, one member of each status
+	l2   = testutil.FixtureL2 // TCP listener, exact byte counts
 )
 
-const lbConfig = `global
-    stats socket {{sock}} mode 0600 level user
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 30s
-    timeout server 30s
-    # checks every 100 ms must not time out on a loaded test machine
-    # (the check timeout defaults to the interval)
-    timeout check 2s
-    retries 3
-    option redispatch
-frontend ` + l1 + `
-    bind 127.0.0.1:{{fe1}}
-    default_backend ` + p1 + `
-backend ` + p1 + `
-    server ` + mUp + ` {{member}} check inter 100ms fall 1 rise 1
-    server ` + mDn + ` 127.0.0.1:{{closed}} check inter 100ms fall 1 rise 1
-    server ` + mNo + ` {{member}}
-    server ` + mMnt + ` {{member}} check disabled
-    server ` + mDrn + ` {{member}} check inter 100ms fall 1 rise 1 weight 0
-frontend ` + l2 + `
-    mode tcp
-    bind 127.0.0.1:{{fe2}}
-    default_backend ` + p2 + `
-backend ` + p2 + `
-    mode tcp
-    server ` + mTCP + ` {{member}}
-frontend prometheus-exporter-internal-endpoint
-    bind 127.0.0.1:{{prom}}
-    http-request use-service prometheus-exporter if { path /metrics }
-`
-
-var wantPools = map[string]map[string]string{
-	p1: {mUp: "UP", mDn: "DOWN", mNo: "no check", mMnt: "MAINT", mDrn: "DRAIN"},
-	p2: {mTCP: "no check"},
-}
-
+// lbFixture is a real haproxy serving the statistics fixture.
 type lbFixture struct {
-	sock     string
+	*testutil.StatsFixture
+	sock     string // its stats socket (user level, as Octavia renders it)
 	fe1, fe2 string // listener addresses
-	cfgPath  string
-	haproxy  *testutil.HAProxy
 }
 
 // startLB runs a real haproxy for the fixture load balancer and waits
 // until its health checks settled.
 func startLB(t testing.TB) *lbFixture {
 	t.Helper()
-	testutil.RequireBinary(t, "haproxy")
-	member := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		io.WriteString(w, "hello from the member")
-	}))
-	t.Cleanup(member.Close)
-	dir := testutil.ShortDir(t, "hb")
-	f := &lbFixture{sock: filepath.Join(dir, "lb.sock"), cfgPath: filepath.Join(dir, "haproxy.cfg")}
-	fe1, fe2 := testutil.FreePort(t), testutil.FreePort(t)
-	f.fe1, f.fe2 = fmt.Sprintf("127.0.0.1:%d", fe1), fmt.Sprintf("127.0.0.1:%d", fe2)
-	cfg := strings.NewReplacer(
-		"{{sock}}", f.sock, "{{fe1}}", fmt.Sprint(fe1), "{{fe2}}", fmt.Sprint(fe2),
-		"{{prom}}", fmt.Sprint(testutil.FreePort(t)), "{{closed}}", fmt.Sprint(testutil.FreePort(t)),
-		"{{member}}", member.Listener.Addr().String(),
-	).Replace(lbConfig)
-	if err := os.WriteFile(f.cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	f.start(t)
-	testutil.WaitFor(t, 10*time.Second, func() (bool, string) {
-		r, err := haproxy.NewStatsClient(f.sock).Report(context.Background())
+	f := testutil.StartStatsFixture(t, func(ctx context.Context, sock string) (map[string]map[string]string, error) {
+		r, err := haproxy.NewStatsClient(sock).Report(ctx)
 		if err != nil {
-			return false, err.Error()
+			return nil, err
 		}
-		for id, want := range wantPools {
-			got := r.Pools[id].Members
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				return false, fmt.Sprintf("pool %s members %v", id, got)
-			}
-		}
-		return true, ""
+		return fromHAProxy(r).members(), nil
 	})
-	return f
+	return &lbFixture{StatsFixture: f, sock: f.UserSock, fe1: f.FE1, fe2: f.FE2}
 }
 
-// start runs haproxy in the foreground until the test ends.
-func (f *lbFixture) start(t testing.TB) {
-	t.Helper()
-	f.haproxy = testutil.StartHAProxy(t, f.cfgPath, func(ctx context.Context) error {
-		_, err := haproxy.NewStatsClient(f.sock).ShowInfo(ctx)
-		return err
-	})
+// members are the member statuses of a report, by pool.
+func (r *Report) members() map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for id, p := range r.Pools {
+		out[id] = p.Members
+	}
+	return out
 }
 
 // restart replaces the haproxy process: its counters start from zero.
 func (f *lbFixture) restart() {
-	f.haproxy.Stop()
-	f.haproxy.Start()
+	f.HAProxy.Stop()
+	f.HAProxy.Start()
 }
 
 // traffic sends n raw HTTP requests through addr, one connection each, and
@@ -206,19 +133,7 @@ func traffic(t testing.TB, addr string, n int) (sent, received int64) {
 	t.Helper()
 	const req = "GET /traffic HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
 	for range n {
-		conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.WriteString(conn, req); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := io.ReadAll(conn)
-		conn.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := testutil.RawHTTP(t, addr, req)
 		if !bytes.HasPrefix(resp, []byte("HTTP/1.1 200 ")) {
 			t.Fatalf("request through %s: %q", addr, resp)
 		}
@@ -247,28 +162,53 @@ func (f *lbFixture) waitStot(t testing.TB, listener string, want int64) haproxy.
 
 // ---- agent side ----------------------------------------------------------------
 
-// testSource is the agent's side of the seam: which load balancers run and
-// whether keepalived gates heartbeats. The data behind it (haproxy) is real.
+// testLB is a load balancer the test source reports running.
+type testLB struct{ ID, StatsSocket string }
+
+// testSource is the agent's side of the seam: which load balancers run,
+// what the LVS listeners report and whether keepalived gates heartbeats.
+// The data behind the load balancers (haproxy) is real.
 type testSource struct {
 	mu       sync.Mutex // guards the following
-	lbs      []LB
-	lbErr    error
+	lbs      []testLB
 	skip     bool
 	reason   string
-	extra    *haproxy.StatsReport
+	lvs      bool // report LVS listeners (extra, extraErr)
+	extra    *keepalived.LVSReport
 	extraErr error
 }
 
-func (s *testSource) RunningLoadBalancers(context.Context) ([]LB, error) {
+func (s *testSource) RunningLoadBalancers(context.Context) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]LB(nil), s.lbs...), s.lbErr
+	var out []string
+	for _, lb := range s.lbs {
+		out = append(out, lb.ID)
+	}
+	return out
 }
 
-func (s *testSource) KeepalivedGate(context.Context) (bool, string) {
+func (s *testSource) SocketPath(id string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, lb := range s.lbs {
+		if lb.ID == id {
+			return lb.StatsSocket
+		}
+	}
+	return ""
+}
+
+func (s *testSource) Status() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.skip, s.reason
+}
+
+func (s *testSource) Stats(context.Context) (*keepalived.LVSReport, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.extra, s.extraErr
 }
 
 func (s *testSource) set(f func(s *testSource)) {
@@ -277,13 +217,13 @@ func (s *testSource) set(f func(s *testSource)) {
 	f(s)
 }
 
-// extraSource adds the LVS hook to testSource.
-type extraSource struct{ *testSource }
-
-func (s extraSource) ExtraStats(context.Context) (*haproxy.StatsReport, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.extra, s.extraErr
+// sources is what the sender is given.
+func (s *testSource) sources() Sources {
+	src := Sources{LoadBalancers: s, VRRP: s}
+	if s.lvs {
+		src.LVS = s
+	}
+	return src
 }
 
 // logBuf collects the sender's log lines.
@@ -339,11 +279,11 @@ var noDNS = &net.Resolver{PreferGo: true, Dial: func(context.Context, string, st
 	return nil, errors.New("test resolver: DNS disabled")
 }}
 
-func newSender(t testing.TB, cfg *config.Config, src Source) (*Sender, *config.Store, *logBuf) {
+func newSender(t testing.TB, cfg *config.Config, src *testSource) (*Sender, *config.Store, *logBuf) {
 	t.Helper()
 	store := config.NewStore(cfg)
 	logs := newLogBuf()
-	s := New(store, src, logs.log)
+	s := New(store, src.sources(), logs.log)
 	s.Resolver = noDNS
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -15,35 +15,27 @@ import (
 	"time"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
-	"github.com/octavia-go/amphora-agent/haproxy"
 )
 
-// LB is a load balancer whose haproxy is running.
-type LB struct {
-	ID          string // load balancer id
-	StatsSocket string // its stats socket, BASE/<lb_id>.sock
+// Sources are the parts of the amphora a heartbeat reports on; a nil
+// part is left out. Each is collected on its own: one failing leaves
+// out only its listeners.
+type Sources struct {
+	// LoadBalancers are the haproxy load balancers (haproxy.go).
+	LoadBalancers LoadBalancers
+	// LVS are the UDP/SCTP listeners (lvs.go).
+	LVS LVSListeners
+	// VRRP gates the heartbeat (keepalived.Paths): while keepalived is
+	// configured but not running nothing is sent, so the controller
+	// fails the amphora over.
+	VRRP VRRP
 }
 
-// Source is what the sender needs from the agent.
-type Source interface {
-	// RunningLoadBalancers returns the load balancers whose haproxy is
-	// running. An error skips the heartbeat (it is logged).
-	RunningLoadBalancers(ctx context.Context) ([]LB, error)
-	// KeepalivedGate reports whether heartbeats must be suppressed because
-	// VRRP is configured but keepalived is not running (CheckKeepalived
-	// implements the reference's rule). reason is logged.
-	KeepalivedGate(ctx context.Context) (skip bool, reason string)
-}
-
-// ExtraSource may be implemented by a Source to add listeners haproxy does
-// not serve (UDP/SCTP listeners of keepalived LVS). Listener counters are
-// absolute values mapped onto the haproxy names (Bin=InBytes,
-// Bout=OutBytes, Stot=Conns, Scur=active connections); the sender turns
-// them into deltas like haproxy's. LVS pools are keyed by bare pool id. An
-// error leaves those listeners out of the heartbeat (logged) and the
-// heartbeat is still sent.
-type ExtraSource interface {
-	ExtraStats(ctx context.Context) (*haproxy.StatsReport, error)
+// VRRP reports on the VRRP keepalived (keepalived.Paths).
+type VRRP interface {
+	// Status says whether a VRRP configuration exists and, when
+	// keepalived does not run, why.
+	Status() (configured bool, problem string)
 }
 
 // MaxDatagram is the largest UDP payload over IPv4; bigger heartbeats
@@ -51,11 +43,11 @@ type ExtraSource interface {
 const MaxDatagram = 65507
 
 // Sender builds and sends heartbeats. Create it with New; Run is its loop.
-// Build may be called while Run runs (the Source must then be safe for
+// Build may be called while Run runs (the Sources must then be safe for
 // concurrent use).
 type Sender struct {
 	store       *config.Store
-	src         Source
+	src         Sources
 	log         *slog.Logger
 	counterPath string
 	conds       *condLog
@@ -83,10 +75,10 @@ type resolved struct {
 	at   time.Time
 }
 
-// New returns a sender reading options from store, load balancers from
+// New returns a sender reading options from store, what to report from
 // src, and the counters file from base_path (loaded now, so an agent
 // restart continues the deltas where the previous process left them).
-func New(store *config.Store, src Source, log *slog.Logger) *Sender {
+func New(store *config.Store, src Sources, log *slog.Logger) *Sender {
 	cfg := store.Current()
 	s := &Sender{
 		store:          store,
@@ -155,10 +147,7 @@ func (s *Sender) Build(ctx context.Context) ([]byte, error) {
 	s.mu.Lock()
 	seq, last := s.seq, s.counters
 	s.mu.Unlock()
-	c, err := s.collect(ctx, s.store.Current(), seq, last)
-	if err != nil {
-		return nil, err
-	}
+	c := s.collect(ctx, s.store.Current(), seq, last)
 	return c.msg.MarshalJSON()
 }
 
@@ -173,7 +162,7 @@ func (s *Sender) tick(ctx context.Context) {
 	}
 	s.conds.clear("key", "heartbeat_key is set: sending heartbeats")
 
-	if skip, reason := s.src.KeepalivedGate(ctx); skip {
+	if skip, reason := s.gated(); skip {
 		s.conds.set("gate", reason, slog.LevelWarn, "heartbeats suppressed: keepalived is configured but not running", "reason", reason)
 		return
 	}
@@ -188,14 +177,7 @@ func (s *Sender) tick(ctx context.Context) {
 	seq, last := s.seq, s.counters
 	s.seq++
 	s.mu.Unlock()
-	c, err := s.collect(ctx, cfg, seq, last)
-	if err != nil {
-		if ctx.Err() == nil {
-			s.conds.set("build", err.Error(), slog.LevelError, "heartbeat not built", "err", err)
-		}
-		return
-	}
-	s.conds.clear("build", "heartbeat built again")
+	c := s.collect(ctx, cfg, seq, last)
 	body, err := c.msg.MarshalJSON()
 	if err != nil {
 		s.log.Error("heartbeat not encoded", "err", err)
@@ -220,63 +202,39 @@ func (s *Sender) tick(ctx context.Context) {
 	s.commit(c.next)
 }
 
+// gated reports whether heartbeats are suppressed: VRRP is configured
+// but keepalived does not run.
+func (s *Sender) gated() (bool, string) {
+	if s.src.VRRP == nil {
+		return false, ""
+	}
+	configured, problem := s.src.VRRP.Status()
+	return configured && problem != "", problem
+}
+
 type collected struct {
 	msg  Message
 	next counterSet // counters to record once the message is sent
 }
 
-// collect builds the message from every running load balancer (and the
-// extra source), computing deltas against last.
-func (s *Sender) collect(ctx context.Context, cfg *config.Config, seq uint64, last counterSet) (*collected, error) {
-	lbs, err := s.src.RunningLoadBalancers(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("list running load balancers: %w", err)
+// collect builds the message from every source, computing deltas
+// against last.
+func (s *Sender) collect(ctx context.Context, cfg *config.Config, seq uint64, last counterSet) *collected {
+	r := newReport()
+	complete := true
+	if s.src.LoadBalancers != nil {
+		complete = s.collectHAProxy(ctx, s.src.LoadBalancers, r) && complete
+	}
+	if s.src.LVS != nil {
+		complete = s.collectLVS(ctx, s.src.LVS, r) && complete
 	}
 	c := &collected{
-		msg:  Message{ID: cfg.AmphoraID, Seq: seq, Listeners: map[string]Listener{}, Pools: map[string]Pool{}},
+		msg:  Message{ID: cfg.AmphoraID, Seq: seq, Listeners: map[string]Listener{}, Pools: r.Pools},
 		next: counterSet{},
 	}
-	add := func(rep *haproxy.StatsReport) {
-		for id, l := range rep.Listeners {
-			c.msg.Listeners[id] = listenerEntry(l, last[id])
-			c.next[id] = absolute(l)
-		}
-		for id, p := range rep.Pools {
-			c.msg.Pools[id] = Pool{Status: p.Status, Members: p.Members}
-		}
-	}
-	complete := true
-	for _, lb := range lbs {
-		qctx, cancel := context.WithTimeout(ctx, s.QueryTimeout)
-		rep, err := haproxy.NewStatsClient(lb.StatsSocket).Report(qctx)
-		cancel()
-		if err != nil {
-			complete = false
-			if ctx.Err() == nil {
-				// Fail closed like the reference: the controller sees the
-				// listeners missing and stops refreshing this amphora.
-				s.conds.set("lb:"+lb.ID, err.Error(), slog.LevelError,
-					"haproxy statistics unavailable: load balancer left out of the heartbeat, the controller will count its listeners as missing",
-					"lb_id", lb.ID, "err", err)
-			}
-			continue
-		}
-		s.conds.clear("lb:"+lb.ID, "haproxy statistics available again", "lb_id", lb.ID)
-		add(rep)
-	}
-	if x, ok := s.src.(ExtraSource); ok {
-		rep, err := x.ExtraStats(ctx)
-		switch {
-		case err != nil:
-			complete = false
-			if ctx.Err() == nil {
-				s.conds.set("extra", err.Error(), slog.LevelError,
-					"LVS listener statistics unavailable: those listeners are left out of the heartbeat", "err", err)
-			}
-		case rep != nil:
-			s.conds.clear("extra", "LVS listener statistics available again")
-			add(rep)
-		}
+	for id, l := range r.Listeners {
+		c.msg.Listeners[id] = listenerEntry(l, last[id])
+		c.next[id] = absolute(l)
 	}
 	// Listeners no longer reported are forgotten, unless a source failed:
 	// its listeners must keep their values, or their next deltas would
@@ -286,7 +244,7 @@ func (s *Sender) collect(ctx context.Context, cfg *config.Config, seq uint64, la
 			c.next[id] = v
 		}
 	}
-	return c, nil
+	return c
 }
 
 // commit records the counters a sent heartbeat was computed from and

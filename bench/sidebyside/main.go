@@ -46,6 +46,7 @@ type options struct {
 	apiListeners    int
 	apiMembers      int
 	hbListeners     int
+	promScrapes     int
 	settle          time.Duration
 }
 
@@ -93,6 +94,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.hbListeners, "hb-listeners", 50, "listeners of the heartbeat CPU load balancer")
 	fs.IntVar(&o.apiListeners, "api-listeners", 200, "listeners of the uploaded haproxy configuration")
 	fs.IntVar(&o.apiMembers, "api-members", 4, "members per listener of the uploaded configuration")
+	fs.IntVar(&o.promScrapes, "prom-scrapes", 30, "scrapes of each Prometheus proxy (0 skips the phase)")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "quiet time before a memory sample")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -108,7 +110,7 @@ func parseFlags(args []string) (*options, error) {
 		o.sizes = append(o.sizes, n)
 	}
 	if o.quick {
-		o.startups, o.requests, o.beats, o.windows, o.rounds = 2, 20, 5, 1, 2
+		o.startups, o.requests, o.beats, o.windows, o.rounds, o.promScrapes = 2, 20, 5, 1, 2, 5
 		o.sizes = []int{1, 10}
 		o.settle = time.Second
 	}
@@ -176,6 +178,13 @@ func run(ctx context.Context, args []string) error {
 		"api": lbSpec(amphoraID, lbID, baseDir, "198.51.100.10", o.apiListeners, o.apiMembers),
 		"hb":  lbSpec(amphoraID, lbID, baseDir, "127.0.0.1", o.hbListeners, o.members),
 	}
+	if o.promScrapes > 0 {
+		// the heartbeat's load balancer plus a PROMETHEUS listener
+		spec := lbSpec(amphoraID, lbID, filepath.Join(work, "prom"), "127.0.0.1", o.hbListeners, o.members)
+		spec.Listeners = append(spec.Listeners, testutil.RenderListener{
+			ID: uuidN(kindListener, 999), Protocol: "PROMETHEUS", Port: 9100, ConnectionLimit: 20})
+		specs["prom"] = spec
+	}
 	for _, n := range o.sizes {
 		specs["scale"+strconv.Itoa(n)] = lbSpec(amphoraID, lbID, filepath.Join(work, "scale", strconv.Itoa(n)), "127.0.0.1", n, o.members)
 	}
@@ -240,12 +249,12 @@ func run(ctx context.Context, args []string) error {
 
 	res := map[string]*side{"reference": {}, "ours": {}}
 
-	progress("phase 1/4: start-up (%d timed runs each, after one warm-up run)", o.startups)
+	progress("phase 1/5: start-up (%d timed runs each, after one warm-up run)", o.startups)
 	if err := startupPhase(ctx, agents, res, 1, o.startups); err != nil {
 		return err
 	}
 
-	progress("phase 2/4: memory and API latency (%d requests per endpoint, one keep-alive session)", o.requests)
+	progress("phase 2/5: memory and API latency (%d requests per endpoint, one keep-alive session)", o.requests)
 	eps := []endpoint{
 		{"GET /1.0/info", "GET", "/1.0/info", nil},
 		{"GET /1.0/details", "GET", "/1.0/details", nil},
@@ -263,7 +272,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	progress("phase 3/4: heartbeat CPU (%d x %d heartbeats at 1 s, %d listeners x %d members)", o.windows, o.beats, o.hbListeners, o.members)
+	progress("phase 3/5: heartbeat CPU (%d x %d heartbeats at 1 s, %d listeners x %d members)", o.windows, o.beats, o.hbListeners, o.members)
 	peer := haproxy.PeerName(amphoraID)
 	for _, a := range agents {
 		if err := heartbeatPhase(ctx, a, sinks[a.Label], res[a.Label], cfgs["hb"], lbID, peer, o.hbListeners, o.beats, o.windows); err != nil {
@@ -271,10 +280,17 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	progress("phase 4/4: heartbeat build scale curve (in-process, %d rounds of >= 1 s)", o.rounds)
+	progress("phase 4/5: heartbeat build scale curve (in-process, %d rounds of >= 1 s)", o.rounds)
 	scale, err := scalePhase(ctx, scaleSB, work, repo, scaleCfgs, o.sizes, o.members, amphoraID, lbID, hbKey, o.rounds)
 	if err != nil {
 		return err
+	}
+
+	if o.promScrapes > 0 {
+		progress("phase 5/5: Prometheus proxy scrapes (%d each, %d listeners x %d members + a PROMETHEUS listener)", o.promScrapes, o.hbListeners, o.members)
+		if err := promPhase(ctx, scaleSB, work, repo, ours, cfgs["prom"], lbID, peer, o.promScrapes, res); err != nil {
+			return err
+		}
 	}
 
 	facts.finish()

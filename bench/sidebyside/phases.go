@@ -18,6 +18,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
 // side collects the figures of one agent.
@@ -36,6 +37,13 @@ type side struct {
 	HBListeners int
 	HBMembers   int
 	HBBytes     int
+
+	PromLatency    []time.Duration // one per scrape
+	PromCPU        float64         // seconds of the proxy over PromScrapes
+	PromScrapes    int
+	PromPeakRSSKiB int64
+	PromSeries     int
+	PromBytes      int
 }
 
 // endpoint is one API call of the latency phase.
@@ -293,28 +301,6 @@ func scaleReference(ctx context.Context, p *scalePoint, repo, base, amphoraID, k
 	return nil
 }
 
-// lbSource is the agent's production source of running load balancers
-// (what cmd/amphora-agent wires): haproxy.Manager's view of base_path
-// (pid file naming a live haproxy started with the load balancer's
-// configuration) and the stats socket its configuration declares.
-type lbSource struct {
-	cfg *config.Store
-	lbs *haproxy.Manager
-}
-
-func (s lbSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
-	var out []heartbeat.LB
-	for _, id := range s.lbs.RunningLoadBalancers(ctx) {
-		out = append(out, heartbeat.LB{ID: id, StatsSocket: s.lbs.SocketPath(id)})
-	}
-	return out, nil
-}
-
-func (s lbSource) KeepalivedGate(context.Context) (bool, string) {
-	vrrp := filepath.Join(s.cfg.Current().BasePath, "vrrp")
-	return heartbeat.CheckKeepalived(filepath.Join(vrrp, "octavia-keepalived.conf"), filepath.Join(vrrp, "octavia-keepalived.pid"))
-}
-
 func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, rounds int) error {
 	c := config.Defaults()
 	c.BasePath = base
@@ -322,8 +308,12 @@ func scaleOurs(ctx context.Context, p *scalePoint, base, amphoraID, key string, 
 	c.HeartbeatKey, c.HeartbeatKeySet = key, true
 	store := config.NewStore(c)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
-	s := heartbeat.New(store, lbSource{cfg: store, lbs: lbs}, log)
+	// the agent's production sources: haproxy.Inventory's view of
+	// base_path (pid file naming a live haproxy started with the load
+	// balancer's configuration) and the stats socket its configuration
+	// declares
+	src := heartbeat.Sources{LoadBalancers: haproxy.NewInventory(base, nil, log), VRRP: keepalived.VRRPPaths(base)}
+	s := heartbeat.New(store, src, log)
 
 	js, err := s.Build(ctx)
 	if err != nil {

@@ -175,7 +175,7 @@ func (rep *report) rows() []row {
 		}
 		rows = append(rows, r)
 	}
-	return rows
+	return append(rows, rep.promRows()...)
 }
 
 // table is the markdown table alone.
@@ -234,6 +234,11 @@ func (rep *report) headline() string {
 		factor(ref.APICPU, ours.APICPU, "less", "more") + " CPU for those requests",
 		factor(median(ref.HBWindows), median(ours.HBWindows), "less", "more") + " CPU per heartbeat",
 	}
+	if ours.PromScrapes > 0 {
+		parts = append(parts,
+			factor(ms(pct(ref.PromLatency, 50)), ms(pct(ours.PromLatency, 50)), "faster", "slower")+" Prometheus scrape (p50)",
+			factor(ref.PromCPU, ours.PromCPU, "less", "more")+" CPU per scrape")
+	}
 	return "**Ours vs. the reference:** " + strings.Join(parts, ", ") + "."
 }
 
@@ -286,7 +291,13 @@ func (rep *report) markdown() string {
 		}
 		fmt.Fprintf(&b, "%s %d×%d: %d / %d", sep, p.Listeners, p.Members, p.RefBytes, p.OursBytes)
 	}
-	b.WriteString(" (65,507 is the UDP limit).\n\n")
+	b.WriteString(" (65,507 is the UDP limit).\n")
+	if rep.ours.PromScrapes > 0 {
+		fmt.Fprintf(&b, "- Prometheus proxies: both read the same haproxy exporter (%d×%d load balancer plus a PROMETHEUS listener, rendered by Octavia's templater) and answered %d series per scrape (%d bytes reference, %d bytes ours: the two gauges' values differ); "+
+			"scraped alternately from inside the namespace, one connection per scrape; CPU is the proxy process's alone.\n",
+			o.hbListeners, o.members, rep.ours.PromSeries, rep.ref.PromBytes, rep.ours.PromBytes)
+	}
+	b.WriteString("\n")
 	b.WriteString(methodology)
 	if rep.goBench != "" {
 		b.WriteString("\n## In-process Go benchmarks (`go test -bench Build ./agent/heartbeat/`)\n\n```\n")
@@ -348,5 +359,13 @@ const methodology = `## Method
   production source of running load balancers. Each figure is the median over rounds of the mean
   time per build, each round at least 1 s. The reference's build also rewrites its counters file;
   ours writes it only after a send (not part of Build).
+- **Prometheus proxy**: one haproxy (same load balancer as the heartbeat phase plus a PROMETHEUS
+  listener, so its internal exporter runs on ` + "`127.0.0.1:9101`" + `) in the scale sandbox's namespace;
+  the reference's ` + "`prometheus_proxy.py`" + ` request handler (` + "`test/interop/ref_prometheus_proxy.py`" + `,
+  Debian's python3 with psutil) and ` + "`amphora-agent prometheus-proxy`" + ` both read it. Three warm-up
+  scrapes each, then N scrapes alternating between the two, each on a new connection (both answer
+  ` + "`Connection: close`" + `), timed from the request to the last byte; CPU is the proxy process's
+  ticks over the N scrapes divided by N (haproxy's exporter work, the same for both, not counted);
+  peak RSS is VmHWM.
 - Numbers from a busy machine are noisy; compare ratios from one run, not absolute values across runs.
 `

@@ -122,6 +122,12 @@ func TestServerCertificateRotation(t *testing.T) {
 		if st, _, resp := a.Do("PUT", "/1.0/certificate", certOnly); st != 400 {
 			t.Fatalf("PUT certificate without key = %d %s", st, resp)
 		}
+		// A well-formed pair the controller would refuse (the right
+		// name, an unknown issuer) must not lock it out.
+		rogue, _ := os.ReadFile(a.PKI.RogueServerPEM)
+		if st, _, resp := a.Do("PUT", "/1.0/certificate", rogue); st != 400 || !strings.Contains(string(resp), "issued by") {
+			t.Fatalf("PUT certificate from an unknown CA = %d %s", st, resp)
+		}
 		after, _ := os.ReadFile(serverPEM)
 		if string(before) != string(after) {
 			t.Fatal("server.pem changed after a refused upload")

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"path/filepath"
+	"log/slog"
 
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
@@ -15,26 +15,15 @@ import (
 	"github.com/octavia-go/amphora-agent/keepalived"
 )
 
-// heartbeatSource feeds the heartbeat sender: the load balancers whose
-// haproxy runs (as the service manager sees it) and the keepalived gate.
-type heartbeatSource struct {
-	cfg *config.Store
-	lbs *haproxy.Manager
-	lvs *keepalived.LVSManager // UDP/SCTP listeners (ExtraStats); may be nil
-}
-
-func (s heartbeatSource) RunningLoadBalancers(ctx context.Context) ([]heartbeat.LB, error) {
-	ids := s.lbs.RunningLoadBalancers(ctx)
-	out := make([]heartbeat.LB, 0, len(ids))
-	for _, id := range ids {
-		out = append(out, heartbeat.LB{ID: id, StatsSocket: s.lbs.SocketPath(id)})
+// heartbeatSources is what the operator subcommands report on: the data
+// plane as it is on disk and in the kernel, read without a service
+// manager.
+func heartbeatSources(cfg *config.Config, log *slog.Logger) heartbeat.Sources {
+	return heartbeat.Sources{
+		LoadBalancers: haproxy.NewInventory(cfg.BasePath, nil, log),
+		LVS:           keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalivedOptions(cfg, log)}),
+		VRRP:          keepalived.VRRPPaths(cfg.BasePath),
 	}
-	return out, nil
-}
-
-func (s heartbeatSource) KeepalivedGate(context.Context) (bool, string) {
-	vrrp := filepath.Join(s.cfg.Current().BasePath, "vrrp")
-	return heartbeat.CheckKeepalived(filepath.Join(vrrp, "octavia-keepalived.conf"), filepath.Join(vrrp, "octavia-keepalived.pid"))
 }
 
 // runHeartbeat is the operator's view of the heartbeat:
@@ -55,10 +44,9 @@ func runHeartbeat(ctx context.Context, g *globals, args []string) error {
 		return err
 	}
 	store := config.NewStore(cfg)
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
-	src := heartbeatSource{cfg: store, lbs: lbs, lvs: keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})}
-	if skip, reason := src.KeepalivedGate(ctx); skip {
-		fmt.Fprintf(g.stderr, "note: the agent is not sending heartbeats now: %s\n", reason)
+	src := heartbeatSources(cfg, log)
+	if configured, problem := src.VRRP.Status(); configured && problem != "" {
+		fmt.Fprintf(g.stderr, "note: the agent is not sending heartbeats now: %s\n", problem)
 	}
 	if len(cfg.ControllerIPPortList) == 0 {
 		fmt.Fprintln(g.stderr, "note: [health_manager] controller_ip_port_list is empty: nothing is sent")
@@ -77,30 +65,4 @@ func runHeartbeat(ctx context.Context, g *globals, args []string) error {
 	out.WriteByte('\n')
 	_, err = g.stdout.Write(out.Bytes())
 	return err
-}
-
-// ExtraStats adds the UDP/SCTP listeners of keepalived LVS to the
-// heartbeat (heartbeat.ExtraSource): absolute IPVS counters mapped onto
-// the haproxy names, pools keyed by bare pool id.
-func (s heartbeatSource) ExtraStats(ctx context.Context) (*haproxy.StatsReport, error) {
-	if s.lvs == nil {
-		return nil, nil
-	}
-	rep, err := s.lvs.Stats(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := &haproxy.StatsReport{
-		Listeners: make(map[string]haproxy.ListenerStats, len(rep.Listeners)),
-		Pools:     make(map[string]haproxy.PoolStatus, len(rep.Pools)),
-	}
-	for id, l := range rep.Listeners {
-		out.Listeners[id] = haproxy.ListenerStats{
-			Status: l.Status, Bin: l.InBytes, Bout: l.OutBytes, Scur: l.ActiveConns, Stot: l.Conns,
-		}
-	}
-	for id, p := range rep.Pools {
-		out.Pools[id] = haproxy.PoolStatus{Status: p.Status, Members: p.Members}
-	}
-	return out, nil
 }

@@ -21,16 +21,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,10 +245,10 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	default:
 		t.Errorf("reload without IPVS: %d %s", code, body)
 	}
-	waitUntil(t, 30*time.Second, "listener "+full+" in ERROR", func() bool {
+	testutil.WaitFor(t, 30*time.Second, testutil.Holds("listener "+full+" in ERROR", func() bool {
 		_, _, body := a.Do(http.MethodGet, "/1.0/listeners", nil)
 		return bytes.Contains(body, []byte(`{"status":"ERROR","uuid":"`+full+`","type":"UDP"}`))
-	})
+	}))
 	// it belongs to the VRRP check, which now fails
 	if err := exec.Command("bash", filepath.Join(checks, "lvs_udp_check.sh")).Run(); err == nil {
 		t.Error("LVS check passes with a failed listener")
@@ -294,7 +290,7 @@ func testLVSThroughAgent(t *testing.T, manager string) {
 	if string(res[3].Result) != "[]" {
 		t.Errorf("listeners after delete: %s", res[3].Result)
 	}
-	waitUntil(t, 10*time.Second, "keepalived gone", func() bool { return unix.Kill(pid, 0) != nil })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("keepalived gone", func() bool { return unix.Kill(pid, 0) != nil }))
 	left, _ := filepath.Glob(filepath.Join(lvsDir, "octavia-keepalivedlvs-*"))
 	if len(left) != 0 {
 		t.Errorf("files left: %v", left)
@@ -321,17 +317,6 @@ func lvsPID(path string) int {
 		return 0
 	}
 	return pid
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // standInKeepalived is a process named keepalived that writes its pid
@@ -382,7 +367,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ka.Process.Kill(); _ = ka.Wait() })
-	waitUntil(t, 10*time.Second, "stand-in keepalived", func() bool { return lvsPID(base+".pid") != 0 })
+	testutil.WaitFor(t, 10*time.Second, testutil.Holds("stand-in keepalived", func() bool { return lvsPID(base+".pid") != 0 }))
 
 	var mu sync.Mutex
 	conns, inBytes, runs := 10, 1000, 0
@@ -390,7 +375,7 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		"  -> RemoteAddress:Port Forward Weight ActiveConn InActConn\nUDP  C633640A:0035 wrr\n" +
 		"  -> 0A000005:14E9      Masq    1      4          0\n"
 	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
-		Config: store,
+		Common: keepalived.Common{BasePath: cfg.BasePath, Namespace: cfg.Namespace},
 		Run: func(_ context.Context, argv ...string) ([]byte, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -408,8 +393,8 @@ func TestHeartbeatLVSStats(t *testing.T) {
 		KernelTable: func(int) ([]byte, error) { return []byte(kernel), nil },
 	})
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
-	sender := heartbeat.New(store, heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}, log)
+	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
+	sender := heartbeat.New(store, heartbeat.Sources{LoadBalancers: lbs, LVS: lvs, VRRP: keepalived.VRRPPaths(cfg.BasePath)}, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { sender.Run(ctx); close(done) }()
@@ -439,127 +424,10 @@ func TestHeartbeatLVSStats(t *testing.T) {
 	}
 	mu.Unlock()
 	// the counters are recorded once the heartbeat is sent
-	waitUntil(t, 5*time.Second, "counters file", func() bool {
+	testutil.WaitFor(t, 5*time.Second, testutil.Holds("counters file", func() bool {
 		counters, _ := os.ReadFile(filepath.Join(cfg.BasePath, heartbeat.CountersFile))
 		return bytes.Contains(counters, []byte(`"`+listener+`": {"bin": 1500, "bout": 3000, "ereq": 0, "stot": 13}`))
-	})
-}
-
-// The SCTP INIT and ABORT are those of the reference's health checker
-// (CRC32c and byte order included), checked against its own functions.
-func TestSCTPPacketsMatchReference(t *testing.T) {
-	testutil.RequireOctavia(t)
-	init := sctpInitPacket(40000, 5353, 0xdeadbeef, 0x01020304)
-	abort := sctpAbortPacket(40000, 5353, 0xdeadbeef)
-	zeroed := bytes.Clone(init)
-	binary.BigEndian.PutUint32(zeroed[8:], 0)
-	script := `
-import sys, warnings
-warnings.filterwarnings('ignore')
-from octavia.cmd import health_checker as h
-init = bytearray.fromhex(sys.argv[1])
-crc = h.crc32c(init)
-import struct
-struct.pack_into('!L', init, 8, crc)
-print(init.hex())
-print(h._sctp_build_abort_packet(40000, 5353, 0xdeadbeef).hex())
-`
-	out, err := exec.Command("/usr/bin/python3", "-c", script, hex.EncodeToString(zeroed)).Output()
-	if err != nil {
-		t.Fatalf("reference: %v", err)
-	}
-	lines := strings.Fields(string(out))
-	if len(lines) != 2 || lines[0] != hex.EncodeToString(init) || lines[1] != hex.EncodeToString(abort) {
-		t.Errorf("packets differ from the reference's:\nINIT  go %x\n      py %s\nABORT go %x\n      py %s", init, lines[0], abort, lines[1])
-	}
-}
-
-// sctpResponder answers INITs to one port on a raw SCTP socket, since
-// this kernel has no SCTP stack (see the file comment).
-type sctpResponder struct {
-	fd    int
-	v4    bool
-	port  uint16
-	reply byte // chunk type of the answer; 0: none
-
-	mu      sync.Mutex
-	inits   int
-	badCRC  int
-	tag     uint32
-	aborts  []string // "flags=<n> tag-ok=<bool>"
-	stopped chan struct{}
-}
-
-func startSCTPResponder(t *testing.T, v4 bool, reply byte) *sctpResponder {
-	t.Helper()
-	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: netip.IPv6Loopback().As16()})
-	if v4 {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}
-	}
-	fd, err := unix.Socket(family, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_SCTP)
-	if err != nil {
-		t.Skipf("raw SCTP socket: %v (needs CAP_NET_RAW)", err)
-	}
-	if err := unix.Bind(fd, sa); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 50000}); err != nil {
-		t.Fatal(err)
-	}
-	r := &sctpResponder{fd: fd, v4: v4, port: uint16(20000 + time.Now().UnixNano()%40000), reply: reply, stopped: make(chan struct{})}
-	stop := make(chan struct{})
-	go r.serve(stop)
-	t.Cleanup(func() { close(stop); <-r.stopped; unix.Close(fd) })
-	return r
-}
-
-func (r *sctpResponder) serve(stop chan struct{}) {
-	defer close(r.stopped)
-	buf := make([]byte, 2048)
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		n, from, err := unix.Recvfrom(r.fd, buf, 0)
-		if err != nil {
-			continue
-		}
-		pkt := buf[:n]
-		if r.v4 {
-			pkt = pkt[int(pkt[0]&0x0f)<<2:]
-		}
-		if len(pkt) < 16 || binary.BigEndian.Uint16(pkt[2:]) != r.port || binary.BigEndian.Uint16(pkt[0:]) == r.port {
-			continue
-		}
-		sum := binary.LittleEndian.Uint32(pkt[8:])
-		zeroed := bytes.Clone(pkt)
-		binary.BigEndian.PutUint32(zeroed[8:], 0)
-		crcOK := crc32.Checksum(zeroed, crc32.MakeTable(crc32.Castagnoli)) == sum
-		r.mu.Lock()
-		switch pkt[12] {
-		case sctpChunkInit:
-			r.inits++
-			if !crcOK {
-				r.badCRC++
-			}
-			r.tag = binary.BigEndian.Uint32(pkt[16:])
-			if r.reply != 0 {
-				ans := make([]byte, 20)
-				binary.BigEndian.PutUint16(ans[0:], r.port)
-				copy(ans[2:4], pkt[0:2])
-				binary.BigEndian.PutUint32(ans[4:], r.tag)
-				ans[12] = r.reply
-				binary.BigEndian.PutUint16(ans[14:], 8)
-				sctpChecksum(ans)
-				_ = unix.Sendto(r.fd, ans, 0, from)
-			}
-		case sctpChunkAbort:
-			r.aborts = append(r.aborts, fmt.Sprintf("flags=%d tag-ok=%v crc-ok=%v", pkt[13], binary.BigEndian.Uint32(pkt[4:]) == r.tag, crcOK))
-		}
-		r.mu.Unlock()
-	}
+	}))
 }
 
 // checker runs the binary as amphora-health-checker (through a link, as
@@ -584,80 +452,24 @@ func checker(t *testing.T, args ...string) (int, string) {
 	return -1, ""
 }
 
-func TestHealthCheckSCTP(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("raw SCTP sockets need root (CAP_NET_RAW)")
-	}
-	if kernelHasSCTP() {
-		t.Log("this kernel has SCTP: the checker relies on it for the ABORT")
-	}
-	for _, c := range []struct {
-		name  string
-		v4    bool
-		reply byte
-		code  int
-		abort bool
-	}{
-		{"INIT-ACK v4", true, sctpChunkInitAck, 0, true},
-		{"INIT-ACK v6", false, sctpChunkInitAck, 0, true},
-		{"ABORT", true, sctpChunkAbort, 1, false},
-		{"no answer", true, 0, 2, false},
-		{"other chunk", false, 4, 3, true},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			r := startSCTPResponder(t, c.v4, c.reply)
-			addr := "::1"
-			if c.v4 {
-				addr = "127.0.0.1"
-			}
-			start := time.Now()
-			code, out := checker(t, "sctp", "-t", "1", addr, strconv.Itoa(int(r.port)))
-			if code != c.code {
-				t.Errorf("exit %d, want %d:\n%s", code, c.code, out)
-			}
-			if c.code == 2 && time.Since(start) < time.Second {
-				t.Errorf("timed out after %s, before the 1 s timeout", time.Since(start))
-			}
-			wantAbort := c.abort && !kernelHasSCTP()
-			waitUntil(t, 3*time.Second, "responder", func() bool {
-				r.mu.Lock()
-				defer r.mu.Unlock()
-				return r.inits == 1 && (!wantAbort || len(r.aborts) == 1)
-			})
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.badCRC != 0 {
-				t.Error("INIT with a bad CRC32c")
-			}
-			if wantAbort && (len(r.aborts) != 1 || r.aborts[0] != "flags=1 tag-ok=true crc-ok=true") {
-				t.Errorf("ABORT after the check: %v", r.aborts)
-			}
-			if !wantAbort && len(r.aborts) != 0 {
-				t.Errorf("unexpected ABORT: %v", r.aborts)
-			}
-		})
-	}
+// The checker's command line (as keepalived's MISC_CHECK runs it, through
+// a link named amphora-health-checker); the checks themselves are tested
+// in keepalived/healthcheck.
+func TestHealthCheckArguments(t *testing.T) {
 	if code, out := checker(t, "tcp", "127.0.0.1", "80"); code != 1 || !strings.Contains(out, "Unsupported protocol 'tcp'") {
 		t.Errorf("unsupported protocol: %d %s", code, out)
 	}
 	if code, _ := checker(t, "sctp", "127.0.0.1"); code != 1 {
 		t.Errorf("missing port: exit %d", code)
 	}
+	if code, out := checker(t, "udp", "-t", "x", "127.0.0.1", "53"); code != 1 || !strings.Contains(out, "usage") {
+		t.Errorf("bad timeout: %d %s", code, out)
+	}
 }
 
 func TestHealthCheckUDP(t *testing.T) {
-	open, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer open.Close()
-	closed, err := net.ListenPacket("udp6", "[::1]:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := closed.LocalAddr().(*net.UDPAddr).Port
-	closed.Close()
-	_, openPort, _ := net.SplitHostPort(open.LocalAddr().String())
+	open, closed := testutil.UDPPorts(t)
+	openPort, closedPort := strconv.Itoa(int(open.Port())), int(closed.Port())
 	if code, out := checker(t, "udp", "127.0.0.1", openPort); code != 0 {
 		t.Errorf("open port: exit %d %s", code, out)
 	}
@@ -666,9 +478,7 @@ func TestHealthCheckUDP(t *testing.T) {
 	}
 	// the script the controller's UDP-CONNECT MISC_CHECK runs
 	dir := t.TempDir()
-	cfg := config.Defaults()
-	cfg.BasePath = dir
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: config.NewStore(cfg), Agent: testutil.Binary(t)})
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalived.Common{BasePath: dir, Agent: testutil.Binary(t)}})
 	lvs.Reconcile(context.Background()) // nothing configured: nothing written
 	if _, err := os.Stat(lvs.Paths().UDPCheckScript()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("udp_check.sh written without listeners: %v", err)

@@ -29,7 +29,9 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-// command is one subcommand.
+// command is one subcommand. A usage text that starts with the
+// command's arguments separates them from the description with ": "
+// (see commandHelp): it becomes the manual page's entry too.
 type command struct {
 	name, usage string
 	run         func(ctx context.Context, g *globals, args []string) error
@@ -45,6 +47,7 @@ func commands() []command {
 		{"vrrp-check", "<stats socket>...: keepalived's haproxy check (exit 0 when every haproxy answers)", runVRRPCheck},
 		{"health-check", "<sctp|udp> [-t seconds] <address> <port>: keepalived's member check of the LVS listeners", runHealthCheck},
 		{"lvs-check", "<pid file>...: keepalived's LVS check (exit 0 when every LVS keepalived runs)", runLVSCheck},
+		{"prometheus-proxy", "[--listen 127.0.0.1:9102]: serve Octavia's metrics behind PROMETHEUS listeners (inside the data-plane namespace)", runPrometheusProxy},
 	}
 }
 
@@ -97,7 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
-	for _, c := range commands() {
+	for _, c := range append(commands(), hiddenCommands()...) {
 		if c.name != name {
 			continue
 		}
@@ -119,14 +122,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stderr, "amphora-agent: unknown command %q\n", name)
 	usage(stderr)
 	return 2
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: amphora-agent [--config-file FILE]... [--debug] [command] [args]")
-	fmt.Fprintln(w, "\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.usage)
-	}
 }
 
 // exitError carries a specific exit status (and message) to main.

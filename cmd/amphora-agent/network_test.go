@@ -20,23 +20,17 @@ package main
 //	               reply from a VIP only finds its way back through table 1.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -83,90 +77,16 @@ type nwEnv struct {
 // under the builtin supervisor) are killed by PID first.
 func nwDataPlaneCleanup(t *testing.T, name string) {
 	t.Cleanup(func() {
-		if err := nwDeleteNamespace(name); err != nil {
+		if err := testutil.DeleteNetNS(name); err != nil {
 			t.Errorf("delete namespace %s: %v", name, err)
 		}
 	})
 }
 
-// nwNSInode is the inode of the named namespace (0 if it does not exist).
-func nwNSInode(name string) uint64 {
-	var st syscall.Stat_t
-	if err := syscall.Stat(filepath.Join("/run/netns", name), &st); err != nil {
-		return 0
-	}
-	return st.Ino
-}
-
-// nwPIDsIn lists the processes (but this one) whose network namespace has inode ino.
-func nwPIDsIn(ino uint64) []int {
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) == nil && st.Ino == ino {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
-// nwDeleteNamespace kills the processes inside the named namespace (by
-// PID) and deletes it; a missing namespace is fine.
-func nwDeleteNamespace(name string) error {
-	ino := nwNSInode(name)
-	if ino == 0 {
-		return nil
-	}
-	for _, pid := range nwPIDsIn(ino) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(nwPIDsIn(ino)) > 0; {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del %s: %v: %s", name, err, out)
-	}
-	return nil
-}
-
-// nwInNS runs fn on a locked OS thread switched into the named namespace
-// (sockets fn creates belong to it); the thread is switched back before
-// it is unlocked.
-func nwInNS(name string, fn func() error) error {
-	target, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", name, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and dies with the goroutine
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+// nwNSExists reports whether the named namespace exists.
+func nwNSExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
 }
 
 // nwHandle opens a netlink handle in the named namespace.
@@ -185,187 +105,38 @@ func nwHandle(t *testing.T, name string) *netlink.Handle {
 	return h
 }
 
-// nwServe serves HTTP on addr inside the named namespace until stop is
-// called: /index.html answers 418 (Octavia's health check), anything else
-// "local=<addr> remote=<addr>" as the server saw the connection.
+// nwServe serves a member on addr inside the named namespace until stop
+// is called; its MemberAddressesPath answers the connection's addresses.
 func nwServe(t *testing.T, ns, addr string) (stop func()) {
 	t.Helper()
 	var ln net.Listener
-	if err := nwInNS(ns, func() error {
+	if err := testutil.InNetNS(ns, func() error {
 		var err error
 		ln, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
 		t.Fatalf("listen %s in %s: %v", addr, ns, err)
 	}
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == testutil.MemberHealthPath {
-				w.WriteHeader(http.StatusTeapot)
-				return
-			}
-			local := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
-			fmt.Fprintf(w, "local=%s remote=%s", local, r.RemoteAddr)
-		}),
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = srv.Serve(ln)
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			srv.Close()
-			<-done
-		})
-	}
-	t.Cleanup(stop)
-	return stop
+	return testutil.ServeMember(t, ln, "member").Close
 }
 
-// nwGet fetches url over one connection dialled inside the named
-// namespace from src ("" = the kernel's choice); it returns the body and
-// the peer address the client saw.
-func nwGet(ns, src, rawURL string, timeout time.Duration) (body, peer string, err error) {
-	req, err := http.NewRequest(http.MethodGet, rawURL, nil)
-	if err != nil {
-		return "", "", err
-	}
-	var conn net.Conn
-	if err := nwInNS(ns, func() error {
-		d := net.Dialer{Timeout: timeout}
-		if src != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(src)}
-		}
-		var err error
-		conn, err = d.Dial("tcp", req.URL.Host)
-		return err
-	}); err != nil {
-		return "", "", err
-	}
-	defer conn.Close()
-	peer = conn.RemoteAddr().String()
-	_ = conn.SetDeadline(time.Now().Add(timeout))
-	req.Header.Set("Connection", "close")
-	if err := req.Write(conn); err != nil {
-		return "", peer, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-	if err != nil {
-		return "", peer, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return string(b), peer, fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return string(b), peer, err
-}
-
-// nwEventually retries f until it succeeds or the deadline passes.
-func nwEventually(t *testing.T, d time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("%s: %v", what, err)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+// nwGet fetches the addresses of the member at host:port over one
+// connection dialled inside the named namespace from src ("" = the
+// kernel's choice); it returns the body and the peer address the client
+// saw.
+func nwGet(ns, src, hostport string, timeout time.Duration) (body, peer string, err error) {
+	in := func(f func() error) error { return testutil.InNetNS(ns, f) }
+	return testutil.GetIn(in, src, "http://"+hostport+testutil.MemberAddressesPath, timeout)
 }
 
 // --- kernel state, read with netlink inside the data-plane namespace ---
-
-func nwLink(t *testing.T, h *netlink.Handle, name string) netlink.Link {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatalf("link %s in the data-plane namespace: %v", name, err)
-	}
-	return l
-}
-
-// nwAddrs lists a link's addresses but IPv6 link-local ones, sorted.
-func nwAddrs(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
-	t.Helper()
-	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, a := range addrs {
-		if !a.IP.IsLinkLocalUnicast() {
-			out = append(out, a.IPNet.String())
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
-// nwRoutes lists a link's static routes of every table as
-// "dst [via gw] [src s] table n", sorted.
-func nwRoutes(t *testing.T, h *netlink.Handle, l netlink.Link) []string {
-	t.Helper()
-	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL,
-		&netlink.Route{LinkIndex: l.Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range routes {
-		if r.Protocol != unix.RTPROT_STATIC {
-			continue
-		}
-		dst := "0.0.0.0/0"
-		if r.Family == unix.AF_INET6 {
-			dst = "::/0"
-		}
-		if r.Dst != nil {
-			dst = r.Dst.String()
-		}
-		s := dst
-		if r.Gw != nil {
-			s += " via " + r.Gw.String()
-		}
-		if r.Src != nil {
-			s += " src " + r.Src.String()
-		}
-		out = append(out, fmt.Sprintf("%s table %d", s, r.Table))
-	}
-	sort.Strings(out)
-	return out
-}
-
-// nwRules lists the policy rules with a source as "from s lookup t", sorted.
-func nwRules(t *testing.T, h *netlink.Handle) []string {
-	t.Helper()
-	rules, err := h.RuleList(netlink.FAMILY_ALL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, r := range rules {
-		if r.Src != nil {
-			out = append(out, fmt.Sprintf("from %s lookup %d", r.Src, r.Table))
-		}
-	}
-	sort.Strings(out)
-	return out
-}
 
 // checkPlumbing asserts what the VIP and member plugs configured in the
 // data-plane namespace.
 func (e *nwEnv) checkPlumbing(t *testing.T) {
 	t.Helper()
 	h := nwHandle(t, e.dp)
-	eth1, eth2 := nwLink(t, h, "eth1"), nwLink(t, h, "eth2")
+	eth1, eth2 := testutil.LinkOf(t, h, "eth1"), testutil.LinkOf(t, h, "eth2")
 	for _, c := range []struct {
 		l   netlink.Link
 		mac string
@@ -376,7 +147,7 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 			t.Errorf("%s: mac %s mtu %d flags %v, want %s, %d, up", at.Name, at.HardwareAddr, at.MTU, at.Flags, c.mac, c.mtu)
 		}
 	}
-	if diff := cmp.Diff([]string{"198.51.100.100/32", "198.51.100.4/24", "2001:db8:100::100/128"}, nwAddrs(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff([]string{"198.51.100.100/32", "198.51.100.4/24", "2001:db8:100::100/128"}, testutil.LinkAddrs(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 addresses (-want +got):\n%s", diff)
 	}
 	wantRoutes := []string{
@@ -394,7 +165,7 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 		"::/0 via 2001:db8:100::1 table 1",
 		"::/0 via 2001:db8:100::1 table 254",
 	}
-	if diff := cmp.Diff(wantRoutes, nwRoutes(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff(wantRoutes, testutil.StaticRoutes(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 routes, main and table 1 (-want +got):\n%s", diff)
 	}
 	main4, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{LinkIndex: eth1.Attrs().Index, Table: unix.RT_TABLE_MAIN},
@@ -409,13 +180,13 @@ func (e *nwEnv) checkPlumbing(t *testing.T) {
 	if !found {
 		t.Error("no main-table route to 198.51.100.0/24 on eth1")
 	}
-	if diff := cmp.Diff([]string{"from 198.51.100.100/32 lookup 1", "from 2001:db8:100::100/128 lookup 1"}, nwRules(t, h)); diff != "" {
+	if diff := cmp.Diff([]string{"from 198.51.100.100/32 lookup 1 prio 32000 proto 4", "from 2001:db8:100::100/128 lookup 1 prio 32000 proto 4"}, testutil.SourceRules(t, h)); diff != "" {
 		t.Errorf("policy rules (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"198.18.2.11/24", "2001:db8:200::11/64"}, nwAddrs(t, h, eth2)); diff != "" {
+	if diff := cmp.Diff([]string{"198.18.2.11/24", "2001:db8:200::11/64"}, testutil.LinkAddrs(t, h, "eth2")); diff != "" {
 		t.Errorf("eth2 addresses (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"198.18.99.0/24 via 198.18.2.254 table 254", "2001:db8:99::/64 via 2001:db8:200::fe table 254"}, nwRoutes(t, h, eth2)); diff != "" {
+	if diff := cmp.Diff([]string{"198.18.99.0/24 via 198.18.2.254 table 254", "2001:db8:99::/64 via 2001:db8:200::fe table 254"}, testutil.StaticRoutes(t, h, "eth2")); diff != "" {
 		t.Errorf("eth2 routes (-want +got):\n%s", diff)
 	}
 	// the root namespace no longer has the NICs
@@ -442,8 +213,8 @@ func (e *nwEnv) checkTraffic(t *testing.T) {
 		vipPort := net.JoinHostPort(c.vip, strconv.Itoa(nwVIPPort))
 		stop := nwServe(t, e.dp, vipPort) // bound on the VIP itself
 		defer stop()
-		nwEventually(t, 10*time.Second, "client "+c.src+" -> "+vipPort, func() error {
-			body, peer, err := nwGet(e.vnet.Name, c.src, "http://"+vipPort+"/", 2*time.Second)
+		testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("client "+c.src+" -> "+vipPort, func() error {
+			body, peer, err := nwGet(e.vnet.Name, c.src, vipPort, 2*time.Second)
 			if err != nil {
 				return err
 			}
@@ -454,11 +225,11 @@ func (e *nwEnv) checkTraffic(t *testing.T) {
 				return fmt.Errorf("server saw %q", body)
 			}
 			return nil
-		})
+		}))
 	}
 	for _, c := range []struct{ member, amp string }{{nwMember4, nwAmpMem4}, {nwMember6, nwAmpMem6}} {
-		u := "http://" + net.JoinHostPort(c.member, strconv.Itoa(nwMemberPort)) + "/"
-		nwEventually(t, 10*time.Second, "amphora -> member "+u, func() error {
+		u := net.JoinHostPort(c.member, strconv.Itoa(nwMemberPort))
+		testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("amphora -> member "+u, func() error {
 			body, _, err := nwGet(e.dp, "", u, 2*time.Second)
 			if err != nil {
 				return err
@@ -467,7 +238,7 @@ func (e *nwEnv) checkTraffic(t *testing.T) {
 				return fmt.Errorf("member saw %q, want the amphora's member-network address %s", body, c.amp)
 			}
 			return nil
-		})
+		}))
 	}
 }
 
@@ -834,8 +605,8 @@ func TestNetworkPlugThroughController(t *testing.T) {
 		}
 		vipCap.wait(t, 10*time.Second, "load balancer start", nwVIP4)
 		vipCap.close()
-		nwEventually(t, 15*time.Second, "client -> VIP:80 -> member", func() error {
-			body, _, err := nwGet(e.vnet.Name, nwClient4, "http://"+nwVIP4+":80/", 2*time.Second)
+		testutil.WaitFor(t, 15*time.Second, testutil.Succeeds("client -> VIP:80 -> member", func() error {
+			body, _, err := nwGet(e.vnet.Name, nwClient4, nwVIP4+":80", 2*time.Second)
 			if err != nil {
 				return err
 			}
@@ -843,7 +614,7 @@ func TestNetworkPlugThroughController(t *testing.T) {
 				return fmt.Errorf("member saw %q", body)
 			}
 			return nil
-		})
+		}))
 	})
 
 	t.Run("nftables allow-list", func(t *testing.T) {
@@ -863,7 +634,7 @@ func (e *nwEnv) reboot(t *testing.T) {
 	defer rootFd.Close()
 	h := nwHandle(t, e.dp)
 	for _, name := range []string{"eth1", "eth2"} {
-		l := nwLink(t, h, name)
+		l := testutil.LinkOf(t, h, name)
 		newName := "nwr" + testutil.RandomSuffix(4)
 		t.Cleanup(func() { _ = exec.Command("ip", "link", "del", newName).Run() })
 		if err := h.LinkSetDown(l); err != nil {
@@ -876,10 +647,10 @@ func (e *nwEnv) reboot(t *testing.T) {
 			t.Fatalf("move %s to the root namespace: %v", name, err)
 		}
 	}
-	if err := nwDeleteNamespace(e.dp); err != nil {
+	if err := testutil.DeleteNetNS(e.dp); err != nil {
 		t.Fatal(err)
 	}
-	if nwNSInode(e.dp) != 0 {
+	if nwNSExists(e.dp) {
 		t.Fatal("data-plane namespace still exists")
 	}
 	n := 0
@@ -994,13 +765,13 @@ func nwFirewall(t *testing.T, e *nwEnv) {
 		return code, string(resp)
 	}
 	reach := func(port int) error {
-		_, _, err := nwGet(e.vnet.Name, nwClient4, "http://"+net.JoinHostPort(nwVIP4, strconv.Itoa(port))+"/", 1500*time.Millisecond)
+		_, _, err := nwGet(e.vnet.Name, nwClient4, net.JoinHostPort(nwVIP4, strconv.Itoa(port)), 1500*time.Millisecond)
 		return err
 	}
 	// haproxy serves :80 (through the member network), a plain server :8080
 	stop := nwServe(t, e.dp, ":"+strconv.Itoa(nwVIPPort))
 	defer stop()
-	nwEventually(t, 10*time.Second, "client -> VIP:8080 before any rules", func() error { return reach(nwVIPPort) })
+	testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("client -> VIP:8080 before any rules", func() error { return reach(nwVIPPort) }))
 
 	if code, body := put(`[{"protocol":"TCP","cidr":"198.18.99.0/24","port":80},{"protocol":"vrrp","cidr":"198.51.100.5/32","port":112}]`); code != 200 || body != `{"message":"OK"}` {
 		t.Fatalf("first rules: %d %s\n%s", code, body, a.Log())
@@ -1018,7 +789,7 @@ func nwFirewall(t *testing.T, e *nwEnv) {
 		t.Errorf("amphora_table loaded in the root namespace:\n%s", hostRules)
 	}
 	// allowed: the load balancer, whose member replies come back on eth2
-	nwEventually(t, 10*time.Second, "allowed client -> VIP:80 -> member", func() error { return reach(80) })
+	testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("allowed client -> VIP:80 -> member", func() error { return reach(80) }))
 	if err := reach(nwVIPPort); err == nil {
 		t.Errorf("client reached VIP:%d, which the allow-list does not have", nwVIPPort)
 	}
@@ -1031,7 +802,7 @@ func nwFirewall(t *testing.T, e *nwEnv) {
 		strings.Count(second, "table inet amphora_table") != 1 || strings.Count(second, "chain amphora_vip_chain") != 1 {
 		t.Errorf("ruleset after the second PUT is not the replacement:\n%s", second)
 	}
-	nwEventually(t, 10*time.Second, "client -> VIP:8080 after the second rules", func() error { return reach(nwVIPPort) })
+	testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("client -> VIP:8080 after the second rules", func() error { return reach(nwVIPPort) }))
 	if err := reach(80); err == nil {
 		t.Error("client reached VIP:80 although the allow-list no longer has it")
 	}
@@ -1119,11 +890,11 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 	}
 
 	h := nwHandle(t, e.dp)
-	eth1 := nwLink(t, h, "eth1")
+	eth1 := testutil.LinkOf(t, h, "eth1")
 	if at := eth1.Attrs(); at.HardwareAddr.String() != e.vipMAC || at.MTU != nwVIPMTU || at.Flags&net.FlagUp == 0 {
 		t.Errorf("eth1: mac %s mtu %d flags %v", at.HardwareAddr, at.MTU, at.Flags)
 	}
-	if diff := cmp.Diff([]string{"2001:db8:100::100/128", "2001:db8:100::4/64"}, nwAddrs(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff([]string{"2001:db8:100::100/128", "2001:db8:100::4/64"}, testutil.LinkAddrs(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 addresses (-want +got):\n%s", diff)
 	}
 	wantRoutes := []string{
@@ -1134,16 +905,16 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 		"::/0 via 2001:db8:100::1 table 1",
 		"::/0 via 2001:db8:100::1 table 254",
 	}
-	if diff := cmp.Diff(wantRoutes, nwRoutes(t, h, eth1)); diff != "" {
+	if diff := cmp.Diff(wantRoutes, testutil.StaticRoutes(t, h, "eth1")); diff != "" {
 		t.Errorf("eth1 routes (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"from 2001:db8:100::100/128 lookup 1"}, nwRules(t, h)); diff != "" {
+	if diff := cmp.Diff([]string{"from 2001:db8:100::100/128 lookup 1 prio 32000 proto 4"}, testutil.SourceRules(t, h)); diff != "" {
 		t.Errorf("policy rules (-want +got):\n%s", diff)
 	}
 	vipPort := net.JoinHostPort(nwVIP6, strconv.Itoa(nwVIPPort))
 	stop := nwServe(t, e.dp, vipPort)
-	nwEventually(t, 10*time.Second, "client -> "+vipPort, func() error {
-		body, peer, err := nwGet(e.vnet.Name, nwClient6, "http://"+vipPort+"/", 2*time.Second)
+	testutil.WaitFor(t, 10*time.Second, testutil.Succeeds("client -> "+vipPort, func() error {
+		body, peer, err := nwGet(e.vnet.Name, nwClient6, vipPort, 2*time.Second)
 		if err != nil {
 			return err
 		}
@@ -1151,7 +922,7 @@ func TestNetworkPlugIPv6VIP(t *testing.T) {
 			return fmt.Errorf("client's peer %s, server saw %q", peer, body)
 		}
 		return nil
-	})
+	}))
 	stop()
 
 	cfg, err := rendered()

@@ -6,39 +6,45 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"github.com/octavia-go/amphora-agent/agent"
 	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
+	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 	"github.com/octavia-go/amphora-agent/certs"
-	"github.com/octavia-go/amphora-agent/haproxy"
-	"github.com/octavia-go/amphora-agent/keepalived"
 	"github.com/octavia-go/amphora-agent/netns"
-	"github.com/octavia-go/amphora-agent/service"
 )
 
 func runServe(ctx context.Context, g *globals, args []string) error {
 	if _, err := subFlags(g, "serve", args, nil); err != nil {
 		return err
 	}
-	cfg, log, err := loadConfig(g)
+	cfg, _, err := loadConfig(g)
 	if err != nil {
 		return err
 	}
-	store, err := certs.Open(cfg.AgentServerCert, cfg.AgentServerCA, log)
+	logs := startLogging(g, cfg, "amphora-agent")
+	defer closeLogging(logs)
+	log := logs.Logger()
+	cfgStore := config.NewStore(cfg)
+	store, err := certs.Open(certs.Options{
+		CertPath: cfg.AgentServerCert,
+		CAPath:   cfg.AgentServerCA,
+		// The amphora id may change with PUT /1.0/config; rotation checks
+		// against the running value.
+		ServerName: func() string { return cfgStore.Current().AmphoraID },
+		Log:        log,
+	})
 	if err != nil {
 		return fmt.Errorf("%w (check [amphora_agent] agent_server_cert and agent_server_ca)", err)
 	}
 	if err := os.MkdirAll(cfg.BasePath, 0o755); err != nil {
 		return fmt.Errorf("[haproxy_amphora] base_path: %w", err)
 	}
-	cfgStore := config.NewStore(cfg)
+	go followSyslogSettings(ctx, cfgStore, logs)
 	units, systemd, err := serviceManager(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -46,71 +52,33 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	defer units.Close()
 	nw := network(cfgStore, log)
 	restoreNetwork(ctx, nw, log)
+	netnsUnit := ""
+	if systemd {
+		netnsUnit = netns.UnitName
+		if err := installNetnsUnit(ctx, cfg, units); err != nil {
+			return err
+		}
+	}
+	announcer := nw.Announcer(ctx)
+	defer announcer.Wait()
+	dp := newDataPlane(ctx, cfg, cfgStore, units, netnsUnit, nw, announcer, log)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	var vrrp *keepalived.Manager // built after lbs: each one calls the other
-	advertise := func(_ context.Context, addrs []string) {
-		// GARP/NA repeats take a moment; the API answers without waiting.
-		wg.Go(func() {
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if err := nw.AdvertiseAll(actx, addrs); err != nil {
-				log.Debug("VIP advertisement not sent", "addrs", fmt.Sprint(addrs), "err", err)
-			}
-		})
-	}
-	lbs := haproxy.NewManager(haproxy.Options{
-		Config:    cfgStore,
-		Units:     units,
-		Systemd:   systemd,
-		AgentArgv: agentArgv(cfg),
-		Log:       log,
-		Hooks: haproxy.Hooks{
-			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			Advertise:       advertise,
-			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
-		},
-	})
-	lbs.Reconcile(ctx)
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{
-		Config:    cfgStore,
-		Units:     units,
-		Systemd:   systemd,
-		NetnsUnit: haproxy.NetnsUnitName,
-		Agent:     strings.TrimSuffix(agentArgv(cfg)[0], " (deleted)"),
-		Log:       log,
-		Hooks: keepalived.LVSHooks{
-			EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-			InstallNetns: func(ctx context.Context) error {
-				return installNetnsUnit(ctx, cfgStore.Current(), units, agentArgv(cfg))
-			},
-			Advertise: func(ctx context.Context, conf []byte) {
-				advertise(ctx, netns.LVSVirtualServerAddresses(conf))
-			},
-			VRRPCheckUpdate: func(ctx context.Context) { refreshVRRPCheck(ctx, vrrp, log) },
-		},
-	})
-	lvs.Reconcile(ctx)
-	vrrp = newVRRP(cfgStore, units, systemd, nw, lbs, agentArgv(cfg), log)
-	vrrp.SetLVS(lvs)
-	vrrp.Reconcile(ctx)
-	hb := heartbeat.New(cfgStore, heartbeatSource{cfg: cfgStore, lbs: lbs, lvs: lvs}, log)
+	proxy := &proxyService{store: cfgStore, units: units, netnsUnit: netnsUnit, lbs: dp.inv, agentArgv: agentArgv(cfg), log: log}
+	proxy.Sync(ctx)
+	hb := heartbeat.New(cfgStore, heartbeat.Sources{LoadBalancers: dp.lbs, LVS: dp.lvs, VRRP: dp.vrrp.Paths()}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
 	wg.Go(func() { hb.Run(hbCtx) })
-	info := agent.NewInfo(cfgStore)
-	info.Inventory = lbs
-	info.LVS = lvs
 	srv := agent.New(agent.Deps{
-		Config:  cfgStore,
-		Certs:   store,
-		Log:     log,
-		Info:    info,
-		LBs:     lbs,
-		Net:     nw,
-		VRRP:    vrrp,
-		LVS:     lvs,
-		Version: version,
+		Config: cfgStore,
+		Certs:  store,
+		Log:    log,
+		Host:   hostinfo.New(cfg.HAProxyCmd),
+		LBs:    lbsWithProxy{dp.lbs, proxy},
+		Net:    nw,
+		VRRP:   dp.vrrp,
+		LVS:    dp.lvs,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
@@ -146,41 +114,4 @@ func restoreNetwork(ctx context.Context, nw *netns.Manager, log *slog.Logger) {
 	if err != nil {
 		log.Error("interface restore failed", "err", err)
 	}
-}
-
-// serviceManager picks how haproxy and keepalived are run: systemd units
-// when systemd is the system manager (or when configured), else the
-// agent's own supervisor.
-func serviceManager(ctx context.Context, cfg *config.Config, log *slog.Logger) (service.Manager, bool, error) {
-	useSystemd := cfg.ServiceManager == config.ServiceManagerSystemd ||
-		cfg.ServiceManager == config.ServiceManagerAuto && service.Booted()
-	if useSystemd {
-		m, err := service.NewSystemd(ctx, service.SystemdOptions{UnitDir: cfg.SystemdUnitDir, Logger: log})
-		if err != nil {
-			return nil, false, fmt.Errorf("[amphora_agent] service_manager=%s: %w", cfg.ServiceManager, err)
-		}
-		return m, true, nil
-	}
-	m, err := service.NewSupervisor(service.SupervisorOptions{StateDir: filepath.Join(cfg.BasePath, "supervisor"), Logger: log})
-	if err != nil {
-		return nil, false, err
-	}
-	return m, false, nil
-}
-
-// agentArgv is how units run this agent again (amphora-netns.service):
-// the same binary with the same configuration files.
-func agentArgv(cfg *config.Config) []string {
-	self, err := os.Executable()
-	if err != nil {
-		self = "/usr/local/bin/amphora-agent"
-	}
-	argv := []string{self}
-	for _, f := range cfg.Files {
-		if abs, err := filepath.Abs(f); err == nil {
-			f = abs
-		}
-		argv = append(argv, "--config-file", f)
-	}
-	return argv
 }

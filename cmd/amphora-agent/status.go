@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -57,7 +56,7 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	tw.Flush()
 
 	section("Load balancers")
-	lbs := haproxy.NewManager(haproxy.Options{Config: store, Log: log})
+	lbs := haproxy.NewInventory(cfg.BasePath, nil, log)
 	ids := lbs.List()
 	if len(ids) == 0 {
 		fmt.Fprintln(w, "none configured")
@@ -66,8 +65,14 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 		printLB(ctx, w, lbs, id)
 	}
 
+	section("Prometheus proxy (PROMETHEUS listeners)")
+	printPrometheusProxy(ctx, w, cfg, lbs)
+
+	section("Log offloading (syslog)")
+	printSyslog(w, cfg)
+
 	section("UDP/SCTP listeners (keepalived LVS)")
-	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Config: store, Log: log})
+	lvs := keepalived.NewLVSManager(keepalived.LVSOptions{Common: keepalivedOptions(cfg, log)})
 	lvsList := lvs.Listeners(ctx)
 	if len(lvsList) == 0 {
 		fmt.Fprintln(w, "none configured")
@@ -77,12 +82,14 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	}
 
 	section("VRRP")
-	src := heartbeatSource{cfg: store, lbs: lbs, lvs: lvs}
-	if _, err := os.Stat(filepath.Join(cfg.BasePath, "vrrp", "octavia-keepalived.conf")); err != nil {
+	src := heartbeat.Sources{LoadBalancers: lbs, LVS: lvs, VRRP: keepalived.VRRPPaths(cfg.BasePath)}
+	configured, problem := src.VRRP.Status()
+	switch {
+	case !configured:
 		fmt.Fprintln(w, "not configured")
-	} else if skip, reason := src.KeepalivedGate(ctx); skip {
-		fmt.Fprintf(w, "keepalived NOT running: %s (heartbeats are suppressed)\n", reason)
-	} else {
+	case problem != "":
+		fmt.Fprintf(w, "keepalived NOT running: %s (heartbeats are suppressed)\n", problem)
+	default:
 		fmt.Fprintln(w, "keepalived running")
 	}
 
@@ -90,8 +97,8 @@ func runStatus(ctx context.Context, g *globals, args []string) error {
 	printNamespace(w, cfg.Namespace)
 
 	section("Heartbeat (what would be sent now)")
-	if skip, reason := src.KeepalivedGate(ctx); skip {
-		fmt.Fprintf(w, "suppressed: %s\n", reason)
+	if configured && problem != "" {
+		fmt.Fprintf(w, "suppressed: %s\n", problem)
 	}
 	msg, err := heartbeat.New(store, src, log).Build(ctx)
 	if err != nil {
@@ -134,7 +141,7 @@ func certSummary(path string) string {
 	}
 }
 
-func printLB(ctx context.Context, w io.Writer, lbs *haproxy.Manager, id string) {
+func printLB(ctx context.Context, w io.Writer, lbs *haproxy.Inventory, id string) {
 	state := "stopped"
 	if lbs.Running(ctx, id) {
 		state = "running"

@@ -1,23 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"flag"
-	"fmt"
-	"log/slog"
-	"os"
-	"path/filepath"
-	"strings"
-	"sync"
 	"time"
 
-	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/haproxy"
-	"github.com/octavia-go/amphora-agent/keepalived"
-	"github.com/octavia-go/amphora-agent/netns"
-	"github.com/octavia-go/amphora-agent/service"
 )
 
 // vrrpCheckTimeout bounds one vrrp-check run. keepalived kills a check
@@ -41,98 +29,8 @@ func runVRRPCheck(ctx context.Context, g *globals, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := checkHAProxies(ctx, sockets); err != nil {
+	if err := haproxy.CheckAnswering(ctx, sockets); err != nil {
 		return exitError{code: 1, msg: "vrrp-check: " + err.Error()}
 	}
 	return nil
-}
-
-// errNoSockets: nothing to check means unhealthy.
-var errNoSockets = errors.New("no haproxy stats socket to check: no load balancer is running here")
-
-// checkHAProxies asks every stats socket for "show info", concurrently,
-// and returns the failures joined (nil when all answered).
-func checkHAProxies(ctx context.Context, sockets []string) error {
-	if len(sockets) == 0 {
-		return errNoSockets
-	}
-	errs := make([]error, len(sockets))
-	var wg sync.WaitGroup
-	for i, s := range sockets {
-		wg.Go(func() {
-			info, err := haproxy.NewStatsClient(s).ShowInfo(ctx)
-			if err == nil && info["Pid"] == "" {
-				err = fmt.Errorf("haproxy %s: show info without a Pid field", s)
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// vrrpSockets returns the stats sockets keepalived's haproxy check
-// covers: every configured load balancer except the ones whose service is
-// inactive, i.e. stopped through the API or never started. A load
-// balancer whose haproxy died (failed, or being restarted) stays in the
-// list, so the check fails and the peer takes the VIP. This replaces the
-// reference's "all load balancers minus the one being stopped", which
-// puts a stopped load balancer back at the next refresh and then fails
-// the check of an amphora that is fine.
-func vrrpSockets(lbs *haproxy.Manager, units service.Manager) func(ctx context.Context) []string {
-	return func(ctx context.Context) []string {
-		var out []string
-		for _, id := range lbs.List() {
-			st, err := units.State(ctx, haproxy.UnitName(id))
-			if err == nil && st.ActiveState == "inactive" {
-				continue
-			}
-			out = append(out, lbs.SocketPath(id))
-		}
-		return out
-	}
-}
-
-// newVRRP builds the keepalived manager of the amphora.
-func newVRRP(store *config.Store, units service.Manager, systemd bool, nw *netns.Manager,
-	lbs *haproxy.Manager, agentArgv []string, log *slog.Logger) *keepalived.Manager {
-	return keepalived.NewManager(keepalived.Options{
-		Config:          store,
-		Units:           units,
-		Systemd:         systemd,
-		NetnsUnit:       haproxy.NetnsUnitName,
-		Agent:           strings.TrimSuffix(agentArgv[0], " (deleted)"), // replaced by an upgrade
-		Sockets:         vrrpSockets(lbs, units),
-		EnsureNamespace: func(context.Context) error { return nw.EnsureNamespace() },
-		InstallNetns: func(ctx context.Context) error {
-			return installNetnsUnit(ctx, store.Current(), units, agentArgv)
-		},
-		Log: log,
-	})
-}
-
-// refreshVRRPCheck is the haproxy manager's VRRPCheckUpdate hook.
-func refreshVRRPCheck(ctx context.Context, vrrp *keepalived.Manager, log *slog.Logger) {
-	if vrrp == nil {
-		return
-	}
-	if err := vrrp.RefreshCheck(ctx); err != nil {
-		log.Error("keepalived haproxy check not updated", "err", err)
-	}
-}
-
-// installNetnsUnit writes amphora-netns.service, which the keepalived unit
-// requires, unless the image (or an operator) provides its own: the same
-// rule as for the haproxy units.
-func installNetnsUnit(ctx context.Context, cfg *config.Config, units service.Manager, agentArgv []string) error {
-	path := filepath.Join(cfg.SystemdUnitDir, haproxy.NetnsUnitName+".service")
-	if data, err := os.ReadFile(path); err == nil && !bytes.HasPrefix(data, []byte(haproxy.GeneratedMarker)) {
-		return nil
-	}
-	svc, err := haproxy.NetnsService(cfg.Namespace, agentArgv)
-	if err != nil {
-		return err
-	}
-	_, err = units.Install(ctx, svc)
-	return err
 }

@@ -38,7 +38,10 @@ var ErrTooLarge = errors.New("content exceeds the size limit")
 // limit <= 0 means no limit; above the limit nothing is replaced and
 // ErrTooLarge is returned.
 func WriteReader(path string, r io.Reader, perm os.FileMode, limit int64) (int64, string, error) {
-	t, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm))
+	// Stage next to the target, always: renameio would otherwise use
+	// $TMPDIR when it is on the same file system, leaving key material
+	// in a shared, world-listable directory while it is written.
+	t, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm), renameio.WithTempDir(filepath.Dir(path)))
 	if err != nil {
 		return 0, "", fmt.Errorf("write %s: %w", path, err)
 	}
@@ -74,8 +77,14 @@ func Rename(oldpath, newpath string) error {
 // file is kept as path+".new-failed" for the operator, path is untouched
 // and check's error is returned; accepted, it is renamed over path.
 func WriteChecked(path string, data []byte, perm os.FileMode, check func(staged string) error) error {
+	return WriteCheckedReader(path, bytes.NewReader(data), perm, check)
+}
+
+// WriteCheckedReader is WriteChecked streaming its content from r: the
+// staged file is written as r is read, and check reads it from disk.
+func WriteCheckedReader(path string, r io.Reader, perm os.FileMode, check func(staged string) error) error {
 	staged := path + ".new"
-	if err := WriteFile(staged, data, perm); err != nil {
+	if _, _, err := WriteReader(staged, r, perm, 0); err != nil {
 		return err
 	}
 	if err := check(staged); err != nil {

@@ -2,6 +2,7 @@ package fsutil
 
 import (
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,5 +109,44 @@ func TestNames(t *testing.T) {
 		if ValidPEMName(name) != want {
 			t.Errorf("ValidPEMName(%q) != %v", name, want)
 		}
+	}
+}
+
+// probeReader lists directories when the writer first reads from it,
+// i.e. while the temporary file exists.
+type probeReader struct {
+	dirs map[string][]string
+	done bool
+}
+
+func (p *probeReader) Read(b []byte) (int, error) {
+	if p.done {
+		return 0, io.EOF
+	}
+	for d := range p.dirs {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			p.dirs[d] = append(p.dirs[d], e.Name())
+		}
+	}
+	p.done = true
+	return copy(b, "secret"), nil
+}
+
+// TestStagesNextToTarget: the temporary file is never in $TMPDIR, even
+// when $TMPDIR is on the target's file system (renameio's default would
+// put key material there).
+func TestStagesNextToTarget(t *testing.T) {
+	tmp, dir := t.TempDir(), t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	p := &probeReader{dirs: map[string][]string{tmp: nil, dir: nil}}
+	if _, _, err := WriteReader(filepath.Join(dir, "key.pem"), p, 0o600, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.dirs[tmp]) != 0 {
+		t.Fatalf("staged in $TMPDIR: %v", p.dirs[tmp])
+	}
+	if len(p.dirs[dir]) != 1 {
+		t.Fatalf("target dir during the write: %v, want one temporary file", p.dirs[dir])
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -358,25 +357,7 @@ func (a *Agent) URL(path string) string {
 // the expected server name.
 func (a *Agent) TLSConfig(certPEM string) *tls.Config {
 	a.t.Helper()
-	ca, err := os.ReadFile(a.PKI.ServerCA)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
-	cfg := &tls.Config{RootCAs: pool, ServerName: a.AmphoraID, MinVersion: tls.VersionTLS12}
-	if certPEM != "" {
-		data, err := os.ReadFile(certPEM)
-		if err != nil {
-			a.t.Fatal(err)
-		}
-		pair, err := tls.X509KeyPair(data, data)
-		if err != nil {
-			a.t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	}
-	return cfg
+	return a.PKI.ControllerTLS(a.t, a.AmphoraID, certPEM)
 }
 
 // Client returns an HTTP client presenting certPEM ("" for none).

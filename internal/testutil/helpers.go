@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"sync"
@@ -84,20 +85,67 @@ func ListenUDP(t testing.TB, network, addr string, handle func(pkt []byte)) net.
 	return conn
 }
 
-// WaitFor polls cond every 25 ms until it holds, failing the test with
-// cond's last explanation once limit has passed.
-func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string)) {
+// UDPPorts returns a member for UDP checks: open is a port on 127.0.0.1
+// a socket reads until the test ends (it never answers), closed a port on
+// ::1 nobody listens on any more (the kernel answers ICMP port
+// unreachable).
+func UDPPorts(t testing.TB) (open, closed netip.AddrPort) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
+	o, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { o.Close() })
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed = c.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.Close()
+	return o.LocalAddr().(*net.UDPAddr).AddrPort(), closed
+}
+
+// WaitFor is the tests' one "eventually": it polls cond every 25 ms
+// until it holds and returns how long that took, or fails the test with
+// cond's last explanation once limit has passed.
+func WaitFor(t testing.TB, limit time.Duration, cond func() (ok bool, why string)) time.Duration {
+	t.Helper()
+	start := time.Now()
+	deadline := start.Add(limit)
 	for {
 		ok, why := cond()
 		if ok {
-			return
+			return time.Since(start)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("condition not met after %v: %s", limit, why)
 		}
 		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// ReadFile returns the content of a file (a log, typically) for a test
+// message, or the error reading it.
+func ReadFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
+// Holds adapts a condition without an explanation for WaitFor: what
+// says what is awaited.
+func Holds(what string, cond func() bool) func() (bool, string) {
+	return func() (bool, string) { return cond(), what }
+}
+
+// Succeeds adapts an attempt for WaitFor: it holds once f returns nil;
+// what and f's last error explain a failure.
+func Succeeds(what string, f func() error) func() (bool, string) {
+	return func() (bool, string) {
+		err := f()
+		return err == nil, fmt.Sprintf("%s: %v", what, err)
 	}
 }
 

@@ -6,14 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +20,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/octavia-go/amphora-agent/internal/nsthread"
 )
 
 // RequireNetAdmin skips the test when it cannot create network
@@ -98,13 +98,6 @@ func NewNetNS(t testing.TB, prefix string) *NetNS {
 func (n *NetNS) destroy(t testing.TB) {
 	if pids := n.PIDs(); len(pids) > 0 {
 		t.Logf("netns %s: killing leftover processes %v", n.Name, pids)
-		for _, p := range pids {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) && len(n.PIDs()) > 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
 	}
 	if n.nl != nil {
 		n.nl.Close()
@@ -112,9 +105,30 @@ func (n *NetNS) destroy(t testing.TB) {
 	if n.fd.IsOpen() {
 		n.fd.Close()
 	}
-	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-		t.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
+	if err := DeleteNetNS(n.Name); err != nil {
+		t.Error(err)
 	}
+}
+
+// DeleteNetNS deletes the named namespace, a missing one being fine:
+// processes still inside it (started by the code under test) are killed
+// by PID first, then `ip netns del` removes it (and its veths).
+func DeleteNetNS(name string) error {
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join("/run/netns", name), &st); err != nil {
+		return nil
+	}
+	pids := func() []int { return pidsInNetNS(st.Ino) }
+	for _, p := range pids() {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && len(pids()) > 0; {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip netns del %s: %v: %s", name, err, out)
+	}
+	return nil
 }
 
 // Path is the namespace's bind mount, /run/netns/<name>.
@@ -125,7 +139,11 @@ func (n *NetNS) Netlink() *netlink.Handle { return n.nl }
 
 // PIDs lists the processes whose network namespace is this one (the test
 // process itself excluded).
-func (n *NetNS) PIDs() []int {
+func (n *NetNS) PIDs() []int { return pidsInNetNS(n.ino) }
+
+// pidsInNetNS lists the processes (but this one) whose network namespace
+// has inode ino.
+func pidsInNetNS(ino uint64) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -141,42 +159,35 @@ func (n *NetNS) PIDs() []int {
 		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) != nil {
 			continue
 		}
-		if st.Ino == n.ino {
+		if st.Ino == ino {
 			out = append(out, pid)
 		}
 	}
 	return out
 }
 
-// Do runs f on a fresh goroutine locked to an OS thread switched into
-// the namespace (STYLE P7): sockets f creates belong to the namespace.
-// The thread is switched back before it is unlocked; a thread that cannot
-// be restored stays locked and dies with its goroutine.
+// Do runs f on a thread switched into the namespace (the agent's own
+// nsthread.Do): sockets f creates belong to the namespace.
 func (n *NetNS) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.fd); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", n.Name, err))
-			return // still locked: the runtime ends this thread
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	if err := nsthread.Do(n.fd, f); err != nil {
+		return fmt.Errorf("netns %s: %w", n.Name, err)
+	}
+	return nil
+}
+
+// InNetNS runs f on a thread switched into the named namespace, one the
+// code under test created (the agent's data-plane namespace), opened for
+// this call only: it may be deleted and created again between calls.
+func InNetNS(name string, f func() error) error {
+	fd, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", name, err)
+	}
+	defer fd.Close()
+	if err := nsthread.Do(fd, f); err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	return nil
 }
 
 // Listen creates a listener inside the namespace.
@@ -288,59 +299,6 @@ func Hotplug(t testing.TB, prefix, mac string, peer *NetNS, peerIf string) strin
 		t.Fatal(err)
 	}
 	return root
-}
-
-// MemberHealthPath is the health-check path of the Octavia templater's
-// HTTP monitors (`option httpchk GET /index.html`, expecting status 418).
-const MemberHealthPath = "/index.html"
-
-// Member is a tiny HTTP server standing for a pool member: GET
-// /index.html answers 418 (what Octavia's health check expects), any
-// other path 200 with the member's name as the body.
-type Member struct {
-	Name string
-	Addr string // ip:port it listens on, inside its namespace
-	srv  *http.Server
-	done chan struct{}
-}
-
-// StartMember starts a member HTTP server on addr inside ns; it is shut
-// down when the test ends.
-func StartMember(t testing.TB, ns *NetNS, addr, name string) *Member {
-	t.Helper()
-	ln, err := ns.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("member %s on %s in %s: %v", name, addr, ns.Name, err)
-	}
-	m := &Member{Name: name, Addr: ln.Addr().String(), done: make(chan struct{})}
-	body := []byte(name)
-	m.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == MemberHealthPath {
-				w.WriteHeader(http.StatusTeapot)
-				return
-			}
-			w.Header().Set("Content-Type", "text/plain")
-			_, _ = w.Write(body)
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() {
-		defer close(m.done)
-		_ = m.srv.Serve(ln)
-	}()
-	t.Cleanup(m.Close)
-	return m
-}
-
-// Close stops the member (bounded wait).
-func (m *Member) Close() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := m.srv.Shutdown(ctx); err != nil {
-		m.srv.Close()
-	}
-	<-m.done
 }
 
 // Get sends GET url with c and returns the status and the body; for a

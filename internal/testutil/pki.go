@@ -8,6 +8,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -32,6 +34,30 @@ type PKI struct {
 	Server2PEM     string // a second server certificate + key, for rotation tests
 	ClientPEM      string // controller client certificate + key
 	RogueClientPEM string // client certificate + key signed by an unknown CA
+	RogueServerPEM string // server certificate + key for the amphora id, signed by an unknown CA
+}
+
+// ControllerTLS is the controller side of an mTLS session with the
+// amphora amphoraID: certPEM as the client certificate ("" for none), the
+// server CA, and the amphora id as the expected server name (the
+// controller's hostname check).
+func (p *PKI) ControllerTLS(t testing.TB, amphoraID, certPEM string) *tls.Config {
+	t.Helper()
+	ca, err := os.ReadFile(p.ServerCA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	cfg := &tls.Config{RootCAs: pool, ServerName: amphoraID, MinVersion: tls.VersionTLS12}
+	if certPEM != "" {
+		pair, err := tls.LoadX509KeyPair(certPEM, certPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg
 }
 
 type issuer struct {
@@ -53,6 +79,7 @@ func NewPKI(dir, amphoraID string) (*PKI, error) {
 		Server2PEM:     filepath.Join(dir, "server2.pem"),
 		ClientPEM:      filepath.Join(dir, "client.pem"),
 		RogueClientPEM: filepath.Join(dir, "rogue_client.pem"),
+		RogueServerPEM: filepath.Join(dir, "rogue_server.pem"),
 	}
 	serverCA, err := newCA("Octavia test server CA")
 	if err != nil {
@@ -82,9 +109,14 @@ func NewPKI(dir, amphoraID string) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
+	rogueServer, err := leaf(rogueCA, amphoraID, true)
+	if err != nil {
+		return nil, err
+	}
 	for path, data := range map[string][]byte{
 		p.ServerCA: serverCA.pem, p.ClientCA: clientCA.pem,
 		p.ServerPEM: server, p.Server2PEM: server2, p.ClientPEM: client, p.RogueClientPEM: rogue,
+		p.RogueServerPEM: rogueServer,
 	} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return nil, err

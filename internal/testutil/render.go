@@ -31,7 +31,7 @@ type RenderSpec struct {
 // RenderListener is one listener with its default pool.
 type RenderListener struct {
 	ID       string `json:"id"`
-	Protocol string `json:"protocol"` // HTTP, TCP or TERMINATED_HTTPS
+	Protocol string `json:"protocol"` // HTTP, TCP, TERMINATED_HTTPS or PROMETHEUS (no pool)
 	Port     int    `json:"port"`
 	PoolID   string `json:"pool_id"`
 	// ConnectionLimit: 0 keeps the templater's sample value.

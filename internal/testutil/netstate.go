@@ -1,0 +1,92 @@
+package testutil
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Readers of a namespace's network state, through a netlink handle bound
+// to it, as sorted strings tests compare with cmp.Diff.
+
+// LinkOf returns the named link, failing the test when it is absent.
+func LinkOf(t testing.TB, h *netlink.Handle, name string) netlink.Link {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatalf("link %s: %v", name, err)
+	}
+	return l
+}
+
+// LinkAddrs lists a link's addresses but IPv6 link-local ones, as
+// "addr/len".
+func LinkAddrs(t testing.TB, h *netlink.Handle, name string) []string {
+	t.Helper()
+	addrs, err := h.AddrList(LinkOf(t, h, name), netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() {
+			out = append(out, a.IPNet.String())
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// StaticRoutes lists a link's static routes of every table as
+// "dst [via gw] [src s] table n".
+func StaticRoutes(t testing.TB, h *netlink.Handle, name string) []string {
+	t.Helper()
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL,
+		&netlink.Route{LinkIndex: LinkOf(t, h, name).Attrs().Index, Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range routes {
+		if r.Protocol != unix.RTPROT_STATIC {
+			continue
+		}
+		s := "0.0.0.0/0"
+		if r.Family == unix.AF_INET6 {
+			s = "::/0"
+		}
+		if r.Dst != nil {
+			s = r.Dst.String()
+		}
+		if r.Gw != nil {
+			s += " via " + r.Gw.String()
+		}
+		if r.Src != nil {
+			s += " src " + r.Src.String()
+		}
+		out = append(out, fmt.Sprintf("%s table %d", s, r.Table))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SourceRules lists the policy rules with a source as
+// "from s lookup t prio p proto x".
+func SourceRules(t testing.TB, h *netlink.Handle) []string {
+	t.Helper()
+	rules, err := h.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rules {
+		if r.Src != nil {
+			out = append(out, fmt.Sprintf("from %s lookup %d prio %d proto %d", r.Src, r.Table, r.Priority, r.Protocol))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
