@@ -11,12 +11,14 @@ BIN     := bin/amphora-agent
 DEB_VERSION ?= $(shell ./scripts/deb-version.sh)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB     := bin/amphora-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
-IMAGE   := bin/amphora-x64-haproxy.qcow2
+# The VM tests (test/vm) and "make vm" boot the image ($AMPHORA_IMAGE
+# overrides).
+IMAGE   ?= bin/amphora-x64-haproxy.qcow2
 # Test packages run one at a time on small machines: the end-to-end tests
 # start real haproxy, keepalived and systemd managers.
 TESTFLAGS ?= -race -count=1 -timeout 60m
 
-.PHONY: help build deps test vet fmt-check demo bench clean deb image
+.PHONY: help build deps test vet fmt-check demo bench clean deb image vm
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -52,6 +54,12 @@ test: deps build vet image ## install what tests need, run every test
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)
+
+vm: deps image ## boot an amphora in QEMU like Nova + the controller; Ctrl-C removes it
+	# test/vm's harness: config drive from Octavia's own compute task,
+	# ports hot-plugged through QMP, an HTTP load balancer; it prints how
+	# to reach the amphora and keeps it running until interrupted.
+	$(GO) run ./test/vm/cmd/amphora-vm -image $(IMAGE)
 
 bench: build ## side-by-side benchmarks with the reference agent
 	./scripts/deps.sh bench
