@@ -176,6 +176,9 @@ func TestPutConfigRefusesUnstartable(t *testing.T) {
 	if err := os.WriteFile(garbage, []byte("not PEM\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	running := a.Config.Current().Clone()
+	running.ControllerIPPortList = []string{"192.0.2.9:5555"} // it heartbeats
+	a.Config.Update(running)
 	before, _ := os.ReadFile(a.conf)
 	render := func(edit map[string]string) string {
 		opts := []struct{ sec, key, val string }{

@@ -36,7 +36,8 @@ type Upload struct {
 // first, which the upload does not replace. The check refuses, with an
 // error that says why, a document that does not parse, that lacks what
 // the agent needs to serve and to heartbeat ([amphora_agent] amphora_id,
-// [health_manager] heartbeat_key and controller_ip_port_list), whose
+// [health_manager] heartbeat_key, and controller_ip_port_list unless the
+// running configuration has no destinations either), whose
 // server certificate and CA files do not exist or do not parse, or whose
 // bind address cannot be listened on.
 func PrepareUpload(upload []byte, running *Config, others []Source) (*Upload, error) {
@@ -69,7 +70,10 @@ func CheckStartable(c, running *Config) error {
 	}{
 		{"amphora_agent", "amphora_id", strings.TrimSpace(c.AmphoraID) != ""},
 		{"health_manager", "heartbeat_key", c.HeartbeatKeySet && c.HeartbeatKey != ""},
-		{"health_manager", "controller_ip_port_list", len(c.ControllerIPPortList) > 0},
+		// An agent set up without destinations (a test bed) may stay so;
+		// one that heartbeats must not be silenced by an upload.
+		{"health_manager", "controller_ip_port_list", len(c.ControllerIPPortList) > 0 ||
+			running != nil && len(running.ControllerIPPortList) == 0},
 	}
 	for _, r := range required {
 		if !r.set {
