@@ -15,6 +15,8 @@ IMAGE   := bin/amphora-x64-haproxy.qcow2
 # Test packages run one at a time on small machines: the end-to-end tests
 # start real haproxy, keepalived and systemd managers.
 TESTFLAGS ?= -race -count=1 -timeout 60m
+# The linter, pinned: "go run" fetches exactly this version (module cache).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help build deps test vet fmt-check demo bench clean deb image
 
@@ -27,10 +29,11 @@ build: ## build bin/amphora-agent
 deps: ## install the Debian packages the agent and the tests need (idempotent)
 	./scripts/deps.sh
 
-vet: ## go vet and gofmt check
+vet: ## go vet, gofmt check and staticcheck
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) ./...
 
 deb: ## build the Debian package bin/amphora-agent_<version>_<arch>.deb
 	# A static program (CGO_ENABLED=0): one package for every Debian and
