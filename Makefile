@@ -17,8 +17,11 @@ IMAGE   := bin/amphora-x64-haproxy.qcow2
 TESTFLAGS ?= -race -count=1 -timeout 60m
 # The linter, pinned: "go run" fetches exactly this version (module cache).
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Time per fuzz target: short in "make test", longer in "make fuzz".
+FUZZTIME ?= 10s
+FUZZTIME_LONG ?= 5m
 
-.PHONY: help build deps test vet fmt-check demo bench clean deb image
+.PHONY: help build deps test vet fmt-check fuzz demo bench clean deb image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -52,6 +55,12 @@ test: deps build vet image ## install what tests need, run every test
 	$(GO) build -race -o $(BIN)-race ./cmd/amphora-agent
 	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN)-race AMPHORA_IMAGE=$(CURDIR)/$(IMAGE) AMPHORA_DEB=$(CURDIR)/$(DEB) \
 	  $(GO) test $(TESTFLAGS) ./...
+	# Every fuzz target for a short fixed time (their seed corpora in
+	# testdata/fuzz already ran as tests above).
+	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME)
+
+fuzz: ## run every fuzz target for FUZZTIME_LONG (5m) each
+	GO=$(GO) FUZZ_PARALLEL=$${FUZZ_PARALLEL:-2} ./scripts/fuzz.sh $(FUZZTIME_LONG)
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)

@@ -180,10 +180,14 @@ func MergeOwnOptions(upload []byte, running *Config, others []Source) ([]byte, [
 		if v == o.value(alone) {
 			continue
 		}
+		line, err := optionLine(o.section, o.name, v, o.value)
+		if err != nil {
+			return nil, nil, err
+		}
 		if _, ok := bySection[o.section]; !ok {
 			sections = append(sections, o.section)
 		}
-		bySection[o.section] = append(bySection[o.section], o.name+" = "+v)
+		bySection[o.section] = append(bySection[o.section], line)
 		kept = append(kept, "["+o.section+"] "+o.name)
 	}
 	doc := upload
@@ -191,6 +195,23 @@ func MergeOwnOptions(upload []byte, running *Config, others []Source) ([]byte, [
 		doc = insertInSection(doc, sec, append([]string{keptComment}, bySection[sec]...))
 	}
 	return doc, kept, nil
+}
+
+// optionLine renders "name = value" so that reading it back gives value
+// exactly: as it is, or quoted when the reader would trim or unquote it,
+// or with continuation lines for a multi-line value.
+func optionLine(section, name, value string, get func(*Config) string) (string, error) {
+	forms := []string{value, `"` + value + `"`, `""` + value + `""`, `'` + value + `'`,
+		strings.ReplaceAll(value, "\n", "\n    ")}
+	for _, form := range forms {
+		line := name + " = " + form
+		c, _, err := Parse(Source{Data: []byte("[" + section + "]\n" + line + "\n")})
+		if err == nil && get(c) == value {
+			return line, nil
+		}
+	}
+	return "", &OptionError{Section: section, Option: name,
+		Problem: fmt.Sprintf("the running value %q cannot be carried over into the uploaded configuration", value)}
 }
 
 // optionsSet lists the "section/option" names a document sets
