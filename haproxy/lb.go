@@ -428,6 +428,7 @@ func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 // whose configuration is gone (a delete interrupted by a crash) is
 // removed.
 func (m *Manager) Reconcile(ctx context.Context) {
+	m.removeLeftovers()
 	entries, err := os.ReadDir(m.opts.BasePath)
 	if err != nil {
 		return
@@ -448,6 +449,49 @@ func (m *Manager) Reconcile(ctx context.Context) {
 		if err := m.opts.Units.Remove(ctx, UnitName(id)); err != nil {
 			m.log.Warn("cleanup failed", "lb_id", id, "err", err)
 		}
+	}
+}
+
+// removeLeftovers removes what a crash in the middle of a write leaves in
+// the load balancers' directories: temporary files and staged
+// configurations that were never checked (a refused one, .new-failed,
+// stays for the operator). Reconcile runs it before the API serves.
+func (m *Manager) removeLeftovers() {
+	var dirs []string
+	for _, root := range []string{m.opts.BasePath, m.opts.CertDir} {
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() && fsutil.ValidID(e.Name()) {
+				dirs = append(dirs, filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	for _, dir := range dirs {
+		m.logRemoved(fsutil.RemoveTemps(dir, nil))
+	}
+	if ug := m.opts.UserGroupConfig; ug != "" {
+		m.logRemoved(fsutil.RemoveTemps(filepath.Dir(ug), func(t string) bool { return t == filepath.Base(ug) }))
+	}
+	for _, dir := range dirs {
+		if !strings.HasPrefix(dir, filepath.Clean(m.opts.BasePath)+string(filepath.Separator)) {
+			continue
+		}
+		staged := filepath.Join(dir, "haproxy.cfg"+fsutil.StagedSuffix)
+		if _, err := os.Lstat(staged); err == nil {
+			m.log.Info("removing a configuration whose upload was interrupted", "path", staged)
+			if err := fsutil.Remove(staged); err != nil {
+				m.log.Warn("cannot remove an interrupted upload", "path", staged, "err", err)
+			}
+		}
+	}
+}
+
+func (m *Manager) logRemoved(names []string, err error) {
+	if len(names) > 0 {
+		m.log.Info("temporary files of interrupted writes removed", "files", strings.Join(names, " "))
+	}
+	if err != nil {
+		m.log.Warn("cannot remove temporary files of interrupted writes", "err", err)
 	}
 }
 

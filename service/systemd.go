@@ -86,6 +86,12 @@ func NewSystemd(ctx context.Context, opts SystemdOptions) (*Systemd, error) {
 		m.cancel()
 		return nil, err
 	}
+	// unit files whose write a crash interrupted (only unit names: the
+	// directory is shared with the system's units)
+	removed, err := fsutil.RemoveTemps(opts.UnitDir, func(t string) bool { return strings.HasSuffix(t, ".service") })
+	if len(removed) > 0 || err != nil {
+		m.log.Info("temporary files of interrupted writes removed", "dir", opts.UnitDir, "files", fmt.Sprint(removed), "err", err)
+	}
 	return m, nil
 }
 
