@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,6 +229,9 @@ func (m *Manager) Down(ctx context.Context, name string) ([]string, error) {
 
 func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, error) {
 	defer m.lock()()
+	if action == "up" && name == "all" {
+		m.removeTemps()
+	}
 	files, order, bad, err := m.readInterfaceFiles()
 	if err != nil {
 		return nil, err
@@ -261,9 +265,14 @@ func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, er
 		if name == "all" {
 			fresh := created || !m.sameNamespace(ns)
 			pending := m.readConverge()
+			m.restoreNICs(ns, targets, &warn)
+			if dropped := m.dropInterruptedPlugs(ns, pending, files); len(dropped) > 0 {
+				targets = slices.DeleteFunc(targets, func(n string) bool { return slices.Contains(dropped, n) })
+			}
 			for _, n := range targets {
+				_, marked := pending[n]
 				modes[n] = restore
-				if fresh || pending[n] {
+				if fresh || marked {
 					modes[n] = converge
 				}
 			}
@@ -272,12 +281,12 @@ func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, er
 			}
 		} else {
 			modes[name] = converge
-			if err := m.markConverge(name); err != nil {
+			if err := m.markConverge(name, ""); err != nil {
 				ns.Close()
 				return nil, err
 			}
+			m.restoreNICs(ns, targets, &warn)
 		}
-		m.restoreNICs(ns, targets, &warn)
 	} else {
 		ns, err = OpenNamespace(m.cfg.Namespace)
 		if errors.Is(err, ErrNamespaceAbsent) {

@@ -118,7 +118,7 @@ func (m *Manager) plugNetwork(ctx context.Context, req *PlugNetworkRequest) (*Pl
 		}
 		// A crash from here on leaves the interface to be converged by
 		// the restore at the next start (its stale addresses go then).
-		if err := m.markConverge(name); err != nil {
+		if err := m.markConverge(name, req.MACAddress); err != nil {
 			return nil, err
 		}
 		if err := m.writeInterfaceFile(file); err != nil {
@@ -161,7 +161,7 @@ func (m *Manager) plugNew(ctx context.Context, ns *Namespace, root netlink.Link,
 	// A crash from here on leaves the interface to be converged by the
 	// restore at the next start; a plug that ends, done or undone,
 	// clears the mark (deferred first: it runs after the undo).
-	if err := m.markConverge(file.Name); err != nil {
+	if err := m.markConverge(file.Name, mac); err != nil {
 		return nil, err
 	}
 	defer m.doneConverge(file.Name)

@@ -123,7 +123,7 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 	// finishes the plug (stale address removed) and touches nothing else
 	ns := openNS(t, nsName)
 	changed := backendFile("eth2", 1500, []FixedIP{{IPAddress: "198.18.2.12", SubnetCIDR: "198.18.2.0/24"}}, false)
-	if err := m.markConverge("eth2"); err != nil {
+	if err := m.markConverge("eth2", memMAC); err != nil {
 		t.Fatal(err)
 	}
 	if err := m.writeInterfaceFile(changed); err != nil {
@@ -140,6 +140,30 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 	}
 	if _, err := os.Stat(m.convergePath()); !os.IsNotExist(err) {
 		t.Errorf("the finished restore left the mark: %v", err)
+	}
+
+	// a crash in the middle of a new plug, before its NIC was recorded:
+	// undone (the file goes, the NIC stays in the root namespace, where
+	// the controller's next plug finds it)
+	extraMAC := testutil.NeutronMAC()
+	testutil.Hotplug(t, "tnh", extraMAC, testutil.NewNetNS(t, "tnX"), "x0")
+	if err := m.markConverge("eth3", extraMAC); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.writeInterfaceFile(backendFile("eth3", 0, []FixedIP{{IPAddress: "198.18.7.7", SubnetCIDR: "198.18.7.0/24"}}, false)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(m.cfg).Up(ctx, "all"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.filePath("eth3")); !os.IsNotExist(err) {
+		t.Errorf("the interface file of the interrupted plug is still there: %v", err)
+	}
+	if l, _ := linkByMAC(mustRootHandle(t), extraMAC); l == nil {
+		t.Error("the NIC of the interrupted plug left the root namespace")
+	}
+	if _, err := os.Stat(m.convergePath()); !os.IsNotExist(err) {
+		t.Errorf("the undone plug left its mark: %v", err)
 	}
 
 	// a namespace the last restore did not run in (boot) converges
