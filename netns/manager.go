@@ -269,6 +269,13 @@ func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, er
 			if dropped := m.dropInterruptedPlugs(ns, pending, files); len(dropped) > 0 {
 				targets = slices.DeleteFunc(targets, func(n string) bool { return slices.Contains(dropped, n) })
 			}
+			// a plug interrupted before it wrote the interface file
+			// changed nothing: only its mark is left
+			for n := range pending {
+				if files[n] == nil && bad[n] == nil {
+					m.doneConverge(n)
+				}
+			}
 			for _, n := range targets {
 				_, marked := pending[n]
 				modes[n] = restore

@@ -166,6 +166,18 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 		t.Errorf("the undone plug left its mark: %v", err)
 	}
 
+	// a crash before the new plug wrote its interface file: only the
+	// mark is left, and the restore clears it
+	if err := m.markConverge("eth4", extraMAC); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(m.cfg).Up(ctx, "all"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m.convergePath()); !os.IsNotExist(err) {
+		t.Errorf("the mark of a plug that wrote nothing is left: %v", err)
+	}
+
 	// a namespace the last restore did not run in (boot) converges
 	if err := os.Remove(m.netnsPath()); err != nil {
 		t.Fatal(err)
