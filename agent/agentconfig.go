@@ -25,8 +25,8 @@ import (
 // answer's details name the changed options that take effect only at the
 // next agent start.
 func (s *Server) putConfig(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	cur := s.Config.Current()
@@ -116,8 +116,8 @@ func (s *Server) applyConfig(cur *config.Config, up *config.Upload) ([]string, e
 // reference, the body must be a certificate with its matching key; the
 // new pair is served to the next TLS connection without a restart.
 func (s *Server) putCertificate(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receiveDocument(c)
+	if !got {
 		return
 	}
 	if err := s.Certs.Replace(body); err != nil {
@@ -129,4 +129,21 @@ func (s *Server) putCertificate(c *gin.Context) {
 		return
 	}
 	ok(c, http.StatusAccepted)
+}
+
+// receiveDocument receives the agent configuration or the agent's
+// certificate (at most Limits.MaxDocument bytes) and returns it: both are
+// parsed whole, and are a few kilobytes.
+func (s *Server) receiveDocument(c *gin.Context) ([]byte, bool) {
+	body, ok := s.receive(c, s.documentLimit())
+	if !ok {
+		return nil, false
+	}
+	defer body.Close()
+	data, err := body.ReadAll()
+	if err != nil {
+		s.internalError(c, err)
+		return nil, false
+	}
+	return data, true
 }

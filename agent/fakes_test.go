@@ -81,7 +81,8 @@ func (f *fakeLBs) ListenerIDs() []string {
 }
 func (f *fakeLBs) RunningLoadBalancers(context.Context) []string { return f.running }
 
-func (f *fakeLBs) Upload(_ context.Context, amp, lb string, body []byte) (string, error) {
+func (f *fakeLBs) Upload(_ context.Context, amp, lb string, r io.Reader) (string, error) {
+	body, _ := io.ReadAll(r)
 	f.record("upload %s %s %q", amp, lb, body)
 	return fsutil.MD5Hex(body), f.err
 }
@@ -148,7 +149,8 @@ func (f *fakeLVS) List() []string {
 }
 func (f *fakeLVS) RunningCount() int { return f.running }
 
-func (f *fakeLVS) Upload(_ context.Context, amp, id string, body []byte) (string, error) {
+func (f *fakeLVS) Upload(_ context.Context, amp, id string, r io.Reader) (string, error) {
+	body, _ := io.ReadAll(r)
 	f.record("upload %s %s %q", amp, id, body)
 	return fsutil.MD5Hex(body), f.err
 }
@@ -183,7 +185,8 @@ type fakeVRRP struct {
 	err     error
 }
 
-func (f *fakeVRRP) Upload(_ context.Context, body []byte) (string, error) {
+func (f *fakeVRRP) Upload(_ context.Context, r io.Reader) (string, error) {
+	body, _ := io.ReadAll(r)
 	f.record("upload %q", body)
 	return fsutil.MD5Hex(body), f.err
 }

@@ -22,7 +22,7 @@ type LoadBalancers interface {
 	ListenerIDs() []string
 	// RunningLoadBalancers are the load balancers whose haproxy runs.
 	RunningLoadBalancers(ctx context.Context) []string
-	Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error)
+	Upload(ctx context.Context, amphoraID, lbID string, body io.Reader) (string, error)
 	Config(lbID string) ([]byte, error)
 	Action(ctx context.Context, lbID, action string) (string, error)
 	Delete(ctx context.Context, lbID string) error
@@ -102,10 +102,11 @@ func lbNotFound(c *gin.Context, lbID string) {
 }
 
 func (s *Server) putHAProxyConfig(c *gin.Context, amphoraID, lbID string) {
-	body, read := s.uploadBody(c, amphoraID, lbID)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize, amphoraID, lbID)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.LBs.Upload(c.Request.Context(), amphoraID, lbID, body)
 	var ve *haproxy.ValidationError
 	switch {
@@ -185,14 +186,31 @@ func (s *Server) certError(c *gin.Context, err error, lbID, name string) {
 	case errors.Is(err, haproxy.ErrCertNotFound):
 		writeJSON(c, http.StatusNotFound, detailsBody{Message: "Certificate Not Found", Details: "No certificate with filename: " + name})
 	case errors.Is(err, fsutil.ErrTooLarge):
-		s.bodyError(c, errBodyTooLarge)
+		tooLarge(c, s.Config.Current().MaxBodySize)
 	default:
 		s.internalError(c, err)
 	}
 }
 
+// putLBCertificate stores a load balancer's PEM file. The body is
+// received before the load balancer's lock is taken: a slow upload does
+// not hold up the load balancer's other operations.
 func (s *Server) putLBCertificate(c *gin.Context, lbID, name string) {
-	sum, err := s.LBs.PutCertificate(c.Request.Context(), lbID, name, c.Request.Body, s.Config.Current().MaxBodySize)
+	switch {
+	case !fsutil.ValidID(lbID):
+		s.certError(c, haproxy.ErrBadID, lbID, name)
+		return
+	case !fsutil.ValidPEMName(name):
+		s.certError(c, haproxy.ErrBadFilename, lbID, name)
+		return
+	}
+	limit := s.Config.Current().MaxBodySize
+	body, got := s.receive(c, limit)
+	if !got {
+		return
+	}
+	defer body.Close()
+	sum, err := s.LBs.PutCertificate(c.Request.Context(), lbID, name, body, limit)
 	if err != nil {
 		s.certError(c, err, lbID, name)
 		return

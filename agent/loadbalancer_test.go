@@ -46,7 +46,7 @@ func TestPutHAProxyConfig(t *testing.T) {
 	a.do(http.MethodPut, "/1.0/loadbalancer/"+ampID+"/not-a-uuid/haproxy", cfg).json(t, http.StatusBadRequest, badIDs)
 	a.do(http.MethodPut, "/1.0/loadbalancer/amp_1/"+lbID+"/haproxy", cfg).json(t, http.StatusBadRequest, badIDs)
 	a.do(http.MethodPut, path, strings.Repeat("#", 1025)).json(t, http.StatusBadRequest,
-		`{"message":"Request body too large","details":"the limit is 1024 bytes ([amphora_agent] max_request_body_size)"}`)
+		`{"message":"Request body too large","details":"the limit for this request is 1024 bytes ([amphora_agent] max_request_body_size caps every upload)"}`)
 	if calls := a.lbs.called(); len(calls) != 0 {
 		t.Errorf("refused uploads reached the load balancers: %v", calls)
 	}
@@ -193,7 +193,7 @@ func TestLoadBalancerCertificates(t *testing.T) {
 	}
 	a.lbs.err = fsutil.ErrTooLarge
 	a.do(http.MethodPut, path, "PEM").json(t, http.StatusBadRequest,
-		`{"message":"Request body too large","details":"the limit is 1024 bytes ([amphora_agent] max_request_body_size)"}`)
+		`{"message":"Request body too large","details":"the limit for this request is 1024 bytes ([amphora_agent] max_request_body_size caps every upload)"}`)
 }
 
 // The UDP/SCTP listener configuration: PUT answers 200 with the MD5 as

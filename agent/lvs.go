@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -21,7 +22,7 @@ type LVSListeners interface {
 	List() []string
 	// RunningCount is the number of LVS listeners whose keepalived runs.
 	RunningCount() int
-	Upload(ctx context.Context, amphoraID, listenerID string, body []byte) (string, error)
+	Upload(ctx context.Context, amphoraID, listenerID string, body io.Reader) (string, error)
 	Config(listenerID string) ([]byte, error)
 	Action(ctx context.Context, listenerID, action string) (string, error)
 	Delete(ctx context.Context, listenerID string) error
@@ -63,10 +64,11 @@ func lvsNotFound(c *gin.Context, id string) {
 // gets 400 and changes nothing.
 func (s *Server) putLVSConfig(c *gin.Context) {
 	amphoraID, id := c.Param("amphora"), c.Param("id")
-	body, read := s.uploadBody(c, amphoraID, id)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize, amphoraID, id)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.LVS.Upload(c.Request.Context(), amphoraID, id, body)
 	var ve *keepalived.ValidationError
 	switch {

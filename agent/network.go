@@ -42,7 +42,7 @@ type plugBody struct {
 func (s *Server) plugVIP(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	req, err := netns.ParsePlugVIPRequest(c.Param("vip"), body)
@@ -61,7 +61,7 @@ func (s *Server) plugVIP(c *gin.Context) {
 func (s *Server) plugNetwork(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	req, err := netns.ParsePlugNetworkRequest(body)
@@ -92,7 +92,7 @@ func (s *Server) getInterface(c *gin.Context) {
 func (s *Server) putInterfaceRules(c *gin.Context) {
 	body, err := readBody(c, maxJSONBody)
 	if err != nil {
-		s.bodyError(c, err)
+		bodyError(c, err, maxJSONBody)
 		return
 	}
 	if err := s.Net.SetInterfaceRules(c.Request.Context(), c.Param("ip"), body); err != nil {

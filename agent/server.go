@@ -54,12 +54,16 @@ type Deps struct {
 	Net    Network
 	VRRP   VRRP
 	LVS    LVSListeners
+	// Limits bound connections, uploads and response writes (zero
+	// fields: defaults).
+	Limits Limits
 }
 
 // Server is the agent's HTTPS API.
 type Server struct {
 	Deps
-	engine *gin.Engine
+	engine  *gin.Engine
+	uploads chan struct{} // one token per large upload in progress
 }
 
 // New builds the router. Call Serve to accept connections.
@@ -68,7 +72,8 @@ func New(d Deps) *Server {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{Deps: d}
+	d.Limits = d.Limits.withDefaults()
+	s := &Server{Deps: d, uploads: make(chan struct{}, d.Limits.MaxLargeUploads)}
 	e := gin.New()
 	e.RedirectTrailingSlash = false
 	e.RedirectFixedPath = false
@@ -93,15 +98,22 @@ func New(d Deps) *Server {
 }
 
 // Handler returns the API as an http.Handler: request logging, path
-// normalisation and HEAD support around the gin router.
+// normalisation, HEAD support and the response write deadline around the
+// gin router.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK,
+			rc: http.NewResponseController(w), writeTimeout: s.Limits.ResponseWriteTimeout}
+		// No deadline while the body is received and the operation runs
+		// (ReadTimeout bounds the former); one from the response's first
+		// byte on. A deadline left by the previous request of a kept-alive
+		// connection is cleared.
+		_ = rec.rc.SetWriteDeadline(time.Time{})
 		// The controller's version discovery asks for "//": repeated
 		// slashes are merged and answered directly (the reference
 		// redirects with 308).
-		r.URL.Path = mergeSlashes(r.URL.Path)
+		r.URL.Path = lowerIDs(mergeSlashes(r.URL.Path))
 		r.URL.RawPath = ""
 		var out http.ResponseWriter = rec
 		if r.Method == http.MethodHead {
@@ -123,39 +135,78 @@ func (s *Server) Handler() http.Handler {
 }
 
 // Serve accepts TLS connections on ln until ctx is cancelled, then drains
-// in-flight requests (bounded) and returns.
+// in-flight requests and returns.
+//
+// Connections reach the HTTP server only after their TLS handshake, within
+// Limits (see guardedListener). Requests do not inherit ctx: a shutdown
+// lets each one finish with its true result, for up to
+// Limits.DrainTimeout; only then are the remaining ones cancelled and,
+// a few seconds later, their connections closed.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	cfg := s.Config.Current()
 	minTLS, err := config.TLSMinVersion(cfg.AgentTLSProtocol)
 	if err != nil {
 		return err
 	}
+	reqCtx, cancelRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelRequests()
+	g := newGuardedListener(ln, s.Certs.ServerConfig(minTLS), s.Limits, s.Log)
 	hs := &http.Server{
 		Handler:           s.Handler(),
-		TLSConfig:         s.Certs.ServerConfig(minTLS),
 		ReadHeaderTimeout: 30 * time.Second,
 		ReadTimeout:       cfg.AgentRequestReadTimeout,
-		IdleTimeout:       5 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(&tlsErrorLog{log: s.Log}, "", 0),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// No WriteTimeout: net/http would count it from the end of the
+		// request headers, cutting long uploads and operations. The
+		// handler bounds the writing of each response instead
+		// (Limits.ResponseWriteTimeout).
+		IdleTimeout:    5 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       log.New(&tlsErrorLog{log: s.Log}, "", 0),
+		BaseContext:    func(net.Listener) context.Context { return reqCtx },
+		ConnState:      g.connState,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(tls.NewListener(ln, hs.TLSConfig)) }()
+	go func() { errc <- hs.Serve(g) }()
 	select {
 	case err := <-errc:
+		g.Close()
 		return err
 	case <-ctx.Done():
 	}
-	shut, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, open := g.counts()
+	s.Log.Info("shutting down: draining requests in flight", "connections", open, "timeout", s.Limits.DrainTimeout.String())
+	drain, cancel := context.WithTimeout(context.Background(), s.Limits.DrainTimeout)
 	defer cancel()
-	if err := hs.Shutdown(shut); err != nil {
-		hs.Close()
+	if err := hs.Shutdown(drain); err != nil {
+		_, open := g.counts()
+		s.Log.Warn("requests still in flight after the drain timeout: cancelling them", "connections", open)
+		cancelRequests()
+		grace, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := hs.Shutdown(grace); err != nil {
+			hs.Close()
+		}
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// lowerIDs writes every UUID of a path in lower case: UUIDs are
+// case-insensitive, and the files, units and locks of an object are
+// named after its id, so one object must have one spelling.
+func lowerIDs(p string) string {
+	if strings.IndexFunc(p, func(r rune) bool { return r >= 'A' && r <= 'F' }) < 0 {
+		return p
+	}
+	segs := strings.Split(p, "/")
+	for i, seg := range segs {
+		if fsutil.ValidID(seg) {
+			segs[i] = strings.ToLower(seg)
+		}
+	}
+	return strings.Join(segs, "/")
 }
 
 func mergeSlashes(p string) string {
@@ -200,34 +251,14 @@ func readBody(c *gin.Context, limit int64) ([]byte, error) {
 	return data, nil
 }
 
-// bodyError answers a body that could not be read: too large gets a 400
-// (a 413 would be taken as success by the controller, which maps only
-// the statuses the reference uses), a broken connection a 400 as well.
-func (s *Server) bodyError(c *gin.Context, err error) {
+// bodyError answers a body that could not be read: too large (above
+// limit) gets a 400, a broken connection a 400 as well.
+func bodyError(c *gin.Context, err error, limit int64) {
 	if errors.Is(err, errBodyTooLarge) {
-		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Request body too large",
-			Details: fmt.Sprintf("the limit is %d bytes ([amphora_agent] max_request_body_size)", s.Config.Current().MaxBodySize)})
+		tooLarge(c, limit)
 		return
 	}
 	invalidRequest(c, "could not read the request body: "+err.Error())
-}
-
-// uploadBody checks the ids of an upload, then reads its body (at most
-// max_request_body_size). It reports false when it answered the request
-// itself: a bad id, a body too large or unreadable.
-func (s *Server) uploadBody(c *gin.Context, ids ...string) ([]byte, bool) {
-	for _, id := range ids {
-		if !fsutil.ValidID(id) {
-			badID(c)
-			return nil, false
-		}
-	}
-	body, err := readBody(c, s.Config.Current().MaxBodySize)
-	if err != nil {
-		s.bodyError(c, err)
-		return nil, false
-	}
-	return body, true
 }
 
 // actionFailed answers a service manager's error: a failed action on a
@@ -253,14 +284,33 @@ func (s *Server) internalError(c *gin.Context, err error) {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+
+	rc           *http.ResponseController
+	writeTimeout time.Duration
+	started      bool
+}
+
+// start sets the write deadline when the response begins.
+func (r *statusRecorder) start() {
+	if !r.started {
+		r.started = true
+		_ = r.rc.SetWriteDeadline(time.Now().Add(r.writeTimeout))
+	}
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
+	r.start()
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
 }
 
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	r.start()
+	return r.ResponseWriter.Write(p)
+}
+
 func (r *statusRecorder) Flush() {
+	r.start()
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

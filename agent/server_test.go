@@ -150,7 +150,7 @@ func TestPutConfig(t *testing.T) {
 		t.Errorf("refused upload changed the file: %q", got)
 	}
 	a.do(http.MethodPut, "/1.0/config", strings.Repeat("#", 2000)).json(t, http.StatusBadRequest,
-		`{"message":"Request body too large","details":"the limit is 1024 bytes ([amphora_agent] max_request_body_size)"}`)
+		`{"message":"Request body too large","details":"the limit for this request is 1024 bytes ([amphora_agent] max_request_body_size caps every upload)"}`)
 
 	// started without --config-file: nothing to rewrite
 	cfg := a.Config.Current().Clone()
@@ -301,5 +301,5 @@ func TestPutServerCertificate(t *testing.T) {
 	a.certs.err = errors.New("disk full")
 	a.do(http.MethodPut, "/1.0/certificate", "PEM").json(t, http.StatusInternalServerError, internal)
 	a.do(http.MethodPut, "/1.0/certificate", strings.Repeat("x", 1025)).json(t, http.StatusBadRequest,
-		`{"message":"Request body too large","details":"the limit is 1024 bytes ([amphora_agent] max_request_body_size)"}`)
+		`{"message":"Request body too large","details":"the limit for this request is 1024 bytes ([amphora_agent] max_request_body_size caps every upload)"}`)
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -14,7 +15,7 @@ import (
 // VRRP is the keepalived side of an ACTIVE_STANDBY amphora
 // (*keepalived.Manager).
 type VRRP interface {
-	Upload(ctx context.Context, body []byte) (string, error)
+	Upload(ctx context.Context, body io.Reader) (string, error)
 	Action(ctx context.Context, action string) (string, error)
 }
 
@@ -29,10 +30,11 @@ func (s *Server) routeVRRP(v *gin.RouterGroup) {
 // putVRRPConfig is PUT /1.0/vrrp/upload: 200 with the body's MD5 as ETag;
 // a configuration keepalived refuses gets 400 and changes nothing.
 func (s *Server) putVRRPConfig(c *gin.Context) {
-	body, read := s.uploadBody(c)
-	if !read {
+	body, got := s.receive(c, s.Config.Current().MaxBodySize)
+	if !got {
 		return
 	}
+	defer body.Close()
 	sum, err := s.VRRP.Upload(c.Request.Context(), body)
 	var ve *keepalived.ValidationError
 	switch {

@@ -29,13 +29,17 @@ func (m *Manager) certPath(lbID, name string) (string, error) {
 // PutCertificate stores a PEM file (a certificate bundle, a CA, a CRL or
 // a crt-list) for a load balancer, mode 0600, and returns its MD5. The
 // load balancer need not exist yet: the controller uploads certificates
-// before the configuration that refers to them.
-func (m *Manager) PutCertificate(_ context.Context, lbID, name string, body io.Reader, limit int64) (string, error) {
+// before the configuration that refers to them. body is read while the
+// load balancer's lock is held: pass a file, not a network stream.
+func (m *Manager) PutCertificate(ctx context.Context, lbID, name string, body io.Reader, limit int64) (string, error) {
 	path, err := m.certPath(lbID, name)
 	if err != nil {
 		return "", err
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", err
@@ -61,12 +65,15 @@ func (m *Manager) CertificateMD5(lbID, name string) (string, error) {
 }
 
 // DeleteCertificate removes a stored PEM file; a missing file is fine.
-func (m *Manager) DeleteCertificate(_ context.Context, lbID, name string) error {
+func (m *Manager) DeleteCertificate(ctx context.Context, lbID, name string) error {
 	path, err := m.certPath(lbID, name)
 	if err != nil {
 		return err
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	return fsutil.Remove(path)
 }

@@ -76,32 +76,7 @@ func firstLine(b []byte) string {
 func Rewrite(cfg []byte, v Version) []byte {
 	var out bytes.Buffer
 	out.Grow(len(cfg))
-	section := ""
-	oldHAProxy := v.Less(1, 6)
-	for len(cfg) > 0 {
-		line := cfg
-		if i := bytes.IndexByte(cfg, '\n'); i >= 0 {
-			line, cfg = cfg[:i+1], cfg[i+1:]
-		} else {
-			cfg = nil
-		}
-		fields := bytes.Fields(line)
-		if len(fields) > 0 {
-			first := string(fields[0])
-			trimmed := bytes.TrimLeft(line, " \t")
-			if len(trimmed) == len(line) && !strings.HasPrefix(first, "#") {
-				// an unindented keyword starts a section
-				section = first
-			}
-			if section == "global" && first == "group" && len(trimmed) < len(line) {
-				continue
-			}
-			if oldHAProxy && bytes.Contains(line, []byte("external-check")) {
-				continue
-			}
-		}
-		out.Write(line)
-	}
+	_ = RewriteTo(&out, bytes.NewReader(cfg), v) // neither side fails in memory
 	return out.Bytes()
 }
 

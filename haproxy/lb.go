@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -171,15 +172,20 @@ func (m *Manager) ensureUserGroup() error {
 }
 
 // Upload validates and installs a load balancer's haproxy configuration.
-// The body is staged as haproxy.cfg.new and checked with the configured
-// haproxy binary; on refusal it is kept as haproxy.cfg.new-failed and the
-// installed configuration is untouched. It returns the MD5 of body.
-func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error) {
+// The body streams into haproxy.cfg.new (rewritten on the way, see
+// Rewrite) and is checked from there with the configured haproxy binary;
+// on refusal it is kept as haproxy.cfg.new-failed and the installed
+// configuration is untouched. It returns the MD5 of the body as read.
+// The caller should have the body at hand (a file, not a network
+// stream): it is read while the load balancer's lock is held.
+func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body io.Reader) (string, error) {
 	if !fsutil.ValidID(lbID) || !fsutil.ValidID(amphoraID) {
 		return "", ErrBadID
 	}
-	sum := fsutil.MD5Hex(body)
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if own := m.opts.AmphoraID; own != "" && !strings.EqualFold(own, amphoraID) {
 		m.log.Warn("haproxy upload for another amphora id; its peer name is used", "lb_id", lbID,
@@ -196,15 +202,21 @@ func (m *Manager) Upload(ctx context.Context, amphoraID, lbID string, body []byt
 		return "", err
 	}
 	peer := PeerName(amphoraID)
-	if err := fsutil.WriteChecked(m.ConfigPath(lbID), Rewrite(body, v), 0o600, func(staged string) error {
+	in := fsutil.NewDigestReader(body)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(RewriteTo(pw, in, v)) }()
+	err = fsutil.WriteCheckedReader(m.ConfigPath(lbID), pr, 0o600, func(staged string) error {
 		return Check(ctx, m.opts.Cmd, peer, staged, m.opts.UserGroupConfig)
-	}); err != nil {
+	})
+	pr.CloseWithError(io.ErrClosedPipe) // ends the rewrite if the write stopped early
+	if err != nil {
 		return "", err
 	}
 	if err := m.installServices(ctx, lbID, peer, v); err != nil {
 		return "", err
 	}
-	m.log.Info("haproxy configuration installed", "lb_id", lbID, "bytes", len(body), "md5", sum)
+	sum := in.MD5Hex()
+	m.log.Info("haproxy configuration installed", "lb_id", lbID, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
@@ -236,7 +248,10 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 	if !fsutil.ValidID(lbID) {
 		return "", ErrBadID
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if !m.Exists(lbID) {
 		return "", ErrNotFound
@@ -248,7 +263,6 @@ func (m *Manager) Action(ctx context.Context, lbID, action string) (string, erro
 			return "", &service.ActionError{Message: "Error " + ing(action) + " haproxy", Err: err}
 		}
 	}
-	var err error
 	switch action {
 	case "start":
 		err = m.opts.Units.Start(ctx, name)
@@ -331,7 +345,10 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if !fsutil.ValidID(lbID) {
 		return ErrBadID
 	}
-	unlock := m.locks.Lock(lbID)
+	unlock, err := m.locks.LockContext(ctx, lbID)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	if !m.Exists(lbID) {
 		// Finish an interrupted delete (the configuration goes first).

@@ -194,7 +194,7 @@ func TestDebLifecycle(t *testing.T) {
 	}
 	lbUnit := svc.Name + ".service"
 	for path, text := range map[string]string{
-		"usr/lib/systemd/system/" + lbUnit:         string(svc.Unit),
+		"usr/lib/systemd/system/" + lbUnit:         service.GeneratedMarker + string(svc.Unit), // as the service manager writes it
 		"etc/systemd/system/operator-tool.service": "[Unit]\nDescription=not the agent's\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
 	} {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(root.Upper, path)), 0o755); err != nil {

@@ -1,6 +1,7 @@
 package keepalived
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -187,7 +188,7 @@ func TestUploadValidates(t *testing.T) {
 	p := m.Paths()
 
 	good := withBase(m, octaviaConfig)
-	sum, err := m.Upload(ctx, good)
+	sum, err := m.Upload(ctx, bytes.NewReader(good))
 	if err != nil {
 		t.Fatalf("upload of the controller's configuration: %v", err)
 	}
@@ -221,7 +222,7 @@ func TestUploadValidates(t *testing.T) {
 		"bad router id":   strings.Replace(octaviaConfig, "virtual_router_id 1", "virtual_router_id 300", 1),
 		"garbage":         "this is not { a keepalived configuration",
 	} {
-		_, err := m.Upload(ctx, withBase(m, bad))
+		_, err := m.Upload(ctx, bytes.NewReader(withBase(m, bad)))
 		var ve *ValidationError
 		if !errors.As(err, &ve) || ve.Output == "" {
 			t.Errorf("%s: want a ValidationError, got %v", name, err)
@@ -245,7 +246,7 @@ func TestCheckScriptRewritten(t *testing.T) {
 	defer cancel()
 	m, _ := newTestManager(t)
 	p := m.Paths()
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{p.CheckScript(), p.HAProxyCheckScript()} {
@@ -262,7 +263,7 @@ func TestCheckScriptRewritten(t *testing.T) {
 	if err := os.Remove(p.CheckScript()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p.CheckScript()); err != nil {
@@ -456,10 +457,10 @@ func TestValidateStaleNamespace(t *testing.T) {
 	}
 	t.Cleanup(func() { os.Remove(stale) })
 	m.opts.Namespace = name
-	if _, err := m.Upload(ctx, withBase(m, octaviaConfig)); err != nil {
+	if _, err := m.Upload(ctx, bytes.NewReader(withBase(m, octaviaConfig))); err != nil {
 		t.Fatalf("upload with an unusable namespace: %v", err)
 	}
-	_, err := m.Upload(ctx, withBase(m, "vrrp_instance x {\n    bogus 1\n}\n"))
+	_, err := m.Upload(ctx, bytes.NewReader(withBase(m, "vrrp_instance x {\n    bogus 1\n}\n")))
 	var ve *ValidationError
 	if !errors.As(err, &ve) || !strings.Contains(ve.Output, "Unknown keyword 'bogus'") {
 		t.Errorf("bad configuration: %v", err)

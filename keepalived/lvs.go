@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -190,15 +191,20 @@ func (m *LVSManager) Config(id string) ([]byte, error) {
 // <conf>.new-failed and the installed one is untouched. It returns the MD5
 // of body. Nothing is started or restarted: the controller follows with a
 // reload.
-func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []byte) (string, error) {
+//
+// body is read while the listener's lock is held: pass a file, not a
+// network stream.
+func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body io.Reader) (string, error) {
 	if !fsutil.ValidID(id) || !fsutil.ValidID(amphoraID) {
 		return "", ErrBadID
 	}
 	if m.opts.Units == nil {
 		return "", errors.New("keepalived LVS: no service manager")
 	}
-	sum := fsutil.MD5Hex(body)
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	p := m.Paths()
 	for _, d := range []string{p.Dir, p.CheckDir()} {
@@ -210,7 +216,8 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 		return "", err
 	}
 	final := p.Config(id)
-	if err := fsutil.WriteChecked(final, body, 0o644, func(staged string) error { return m.validate(ctx, staged) }); err != nil {
+	in := fsutil.NewDigestReader(body)
+	if err := fsutil.WriteCheckedReader(final, in, 0o644, func(staged string) error { return m.validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := fsutil.Remove(final + ".new-failed"); err != nil {
@@ -220,7 +227,8 @@ func (m *LVSManager) Upload(ctx context.Context, amphoraID, id string, body []by
 		return "", err
 	}
 	m.servicesChanged(ctx, m.activeStandby())
-	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", len(body), "md5", sum)
+	sum := in.MD5Hex()
+	m.log.Info("keepalived LVS configuration installed", "listener_id", id, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
@@ -296,14 +304,17 @@ func (m *LVSManager) Action(ctx context.Context, id, action string) (string, err
 	if m.opts.Units == nil {
 		return "", errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return "", err
+	}
 	defer unlock()
 	if !m.Exists(id) {
 		return "", ErrListenerNotFound
 	}
 	activeStandby := m.activeStandby()
 	name := LVSServiceName(id)
-	err := m.act(ctx, id, action)
+	err = m.act(ctx, id, action)
 	m.servicesChanged(ctx, activeStandby)
 	if err != nil {
 		return "", &service.ActionError{Message: "Failed to " + action + " keepalivedlvs listener " + id, Err: err}
@@ -373,7 +384,10 @@ func (m *LVSManager) Delete(ctx context.Context, id string) error {
 	if m.opts.Units == nil {
 		return errors.New("keepalived LVS: no service manager")
 	}
-	unlock := m.locks.Lock(id)
+	unlock, err := m.locks.LockContext(ctx, id)
+	if err != nil {
+		return err
+	}
 	defer unlock()
 	if !m.Exists(id) {
 		return nil

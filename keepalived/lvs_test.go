@@ -536,7 +536,7 @@ func fakeKeepalivedPath(t *testing.T) string {
 
 func (e *lvsEnv) upload(id string, conf []byte) {
 	e.t.Helper()
-	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, conf)
+	sum, err := e.m.Upload(e.ctx(), testutil.DefaultAmphoraID, id, bytes.NewReader(conf))
 	if err != nil {
 		e.t.Fatalf("upload %s: %v", id, err)
 	}
@@ -853,14 +853,14 @@ func TestLVSUploadRefused(t *testing.T) {
 	ctx := e.ctx()
 	id := testutil.NewUUID()
 	for _, ids := range [][2]string{{"x", id}, {testutil.DefaultAmphoraID, "../../etc"}} {
-		if _, err := e.m.Upload(ctx, ids[0], ids[1], []byte("net_namespace x\n")); !errors.Is(err, ErrBadID) {
+		if _, err := e.m.Upload(ctx, ids[0], ids[1], strings.NewReader("net_namespace x\n")); !errors.Is(err, ErrBadID) {
 			t.Errorf("upload %v: %v", ids, err)
 		}
 	}
 	good := renderLVS(t, newLVSSpec().render(e.base, nil))
 	e.upload(id, good)
 	var ve *ValidationError
-	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, []byte("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
+	_, err := e.m.Upload(ctx, testutil.DefaultAmphoraID, id, strings.NewReader("net_namespace amphora-haproxy\nbogus_keyword 1\n"))
 	if !errors.As(err, &ve) || !strings.Contains(ve.Output, "Unknown keyword 'bogus_keyword'") {
 		t.Fatalf("bad configuration: %v", err)
 	}
@@ -964,6 +964,20 @@ func TestCheckLVS(t *testing.T) {
 	for livePID(pidf) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("stand-in keepalived did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The stand-in's checker is a forked bash (named keepalived) until it
+	// execs sleep: wait for that, or the check pid file is, for a moment,
+	// rightly counted as a keepalived.
+	for {
+		data, _ := os.ReadFile(chkf)
+		comm, _ := os.ReadFile("/proc/" + strings.TrimSpace(string(data)) + "/comm")
+		if strings.TrimSpace(string(comm)) == "sleep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("stand-in keepalived's checker did not start")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

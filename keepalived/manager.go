@@ -23,6 +23,7 @@ package keepalived
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"sync"
 
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/keyedlock"
 	"github.com/octavia-go/amphora-agent/service"
 )
 
@@ -150,8 +152,8 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex // serializes Upload and Action
-	checkMu sync.Mutex // serializes writes of the check scripts
+	serial  keyedlock.Map // serializes Upload and Action (one key); waits honour the context
+	checkMu sync.Mutex    // serializes writes of the check scripts
 }
 
 // NewManager returns a Manager.
@@ -198,10 +200,14 @@ func (m *Manager) Configured() bool { return m.Paths().Configured() }
 // A refused configuration is kept as octavia-keepalived.conf.new-failed
 // and the installed one is untouched. It returns the MD5 of body. A
 // running keepalived is not reloaded (the controller asks for that).
-func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
-	sum := fsutil.MD5Hex(body)
-	m.mu.Lock()
-	defer m.mu.Unlock()
+//
+// body is read while the lock is held: pass a file, not a network stream.
+func (m *Manager) Upload(ctx context.Context, body io.Reader) (string, error) {
+	unlock, err := m.serial.LockContext(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	p := m.Paths()
 	for _, d := range []string{p.Dir, p.CheckScriptsDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -213,13 +219,15 @@ func (m *Manager) Upload(ctx context.Context, body []byte) (string, error) {
 	if err := m.writeScripts(ctx); err != nil {
 		return "", err
 	}
-	if err := fsutil.WriteChecked(p.Config(), body, 0o644, func(staged string) error { return m.Validate(ctx, staged) }); err != nil {
+	in := fsutil.NewDigestReader(body)
+	if err := fsutil.WriteCheckedReader(p.Config(), in, 0o644, func(staged string) error { return m.Validate(ctx, staged) }); err != nil {
 		return "", err
 	}
 	if err := m.install(ctx); err != nil {
 		return "", err
 	}
-	m.log.Info("keepalived configuration installed", "unit", ServiceName, "bytes", len(body), "md5", sum)
+	sum := in.MD5Hex()
+	m.log.Info("keepalived configuration installed", "unit", ServiceName, "bytes", in.N(), "md5", sum)
 	return sum, nil
 }
 
@@ -279,8 +287,11 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	if action != "start" && action != "stop" && action != "reload" {
 		return "", ErrUnknownAction
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	unlock, err := m.serial.LockContext(ctx, "")
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
 	if action == "stop" {
 		err := m.opts.Units.Stop(ctx, ServiceName)
 		if err != nil && !errors.Is(err, service.ErrNotFound) {
@@ -314,7 +325,6 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 		}
 		return fail(err)
 	}
-	var err error
 	if action == "reload" {
 		err = m.opts.Units.Reload(ctx, ServiceName)
 		if errors.Is(err, service.ErrNotActive) {

@@ -176,10 +176,17 @@ func (p *Probe) cached(name, key string, get func() *string) *string {
 	return v
 }
 
+// The package tools, by absolute path: never whatever $PATH (the agent's
+// environment) finds first.
+const (
+	dpkgQuery = "/usr/bin/dpkg-query"
+	rpmQuery  = "/usr/bin/rpm"
+)
+
 func (p *Probe) dpkgVersion(ctx context.Context, pkg string) *string {
 	if _, err := os.Stat("/var/lib/dpkg/status"); err == nil {
 		return p.cached("dpkg:"+pkg, fileKey("/var/lib/dpkg/status"), func() *string {
-			out, err := runShort(ctx, "dpkg-query", "-W", "-f=${Version}", pkg)
+			out, err := runShort(ctx, dpkgQuery, "-W", "-f=${Version}", pkg)
 			if v := strings.TrimSpace(string(out)); err == nil && v != "" {
 				return &v
 			}
@@ -188,7 +195,7 @@ func (p *Probe) dpkgVersion(ctx context.Context, pkg string) *string {
 	}
 	if _, err := os.Stat("/var/lib/rpm"); err == nil {
 		return p.cached("rpm:"+pkg, fileKey("/var/lib/rpm"), func() *string {
-			out, err := runShort(ctx, "rpm", "-q", "--queryformat", "%{VERSION}", pkg)
+			out, err := runShort(ctx, rpmQuery, "-q", "--queryformat", "%{VERSION}", pkg)
 			if v := strings.TrimSpace(string(out)); err == nil && v != "" {
 				return &v
 			}

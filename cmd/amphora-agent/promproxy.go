@@ -228,7 +228,7 @@ type lbsWithProxy struct {
 	proxy *proxyService
 }
 
-func (l lbsWithProxy) Upload(ctx context.Context, amphoraID, lbID string, body []byte) (string, error) {
+func (l lbsWithProxy) Upload(ctx context.Context, amphoraID, lbID string, body io.Reader) (string, error) {
 	sum, err := l.Manager.Upload(ctx, amphoraID, lbID, body)
 	l.proxy.Sync(ctx)
 	return sum, err

@@ -18,6 +18,7 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 	"github.com/octavia-go/amphora-agent/certs"
 	"github.com/octavia-go/amphora-agent/internal/fsutil"
+	"github.com/octavia-go/amphora-agent/internal/spool"
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
@@ -104,7 +105,8 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 
 // removeTemps removes the temporary files a crash in the middle of a
 // write left next to the files serve itself writes: the configuration
-// file (PUT /1.0/config) and the heartbeat counters. The components
+// file (PUT /1.0/config), the heartbeat counters, and the spool files
+// of uploads (where they cannot be anonymous). The components
 // clean their own directories when they start.
 func removeTemps(cfg *config.Config, log *slog.Logger) {
 	for _, f := range append([]string{filepath.Join(cfg.BasePath, heartbeat.CountersFile)}, cfg.Files...) {
@@ -112,6 +114,9 @@ func removeTemps(cfg *config.Config, log *slog.Logger) {
 		if len(removed) > 0 || err != nil {
 			log.Info("temporary files of interrupted writes removed", "files", strings.Join(removed, " "), "err", err)
 		}
+	}
+	if removed, err := spool.RemoveLeftovers(cfg.BasePath); len(removed) > 0 || err != nil {
+		log.Info("upload spool files of interrupted requests removed", "files", strings.Join(removed, " "), "err", err)
 	}
 }
 

@@ -152,8 +152,14 @@ func Rename(oldpath, newpath string) error {
 // file is kept as path+".new-failed" for the operator, path is untouched
 // and check's error is returned; accepted, it is renamed over path.
 func WriteChecked(path string, data []byte, perm os.FileMode, check func(staged string) error) error {
+	return WriteCheckedReader(path, bytes.NewReader(data), perm, check)
+}
+
+// WriteCheckedReader is WriteChecked streaming its content from r: the
+// staged file is written as r is read, and check reads it from disk.
+func WriteCheckedReader(path string, r io.Reader, perm os.FileMode, check func(staged string) error) error {
 	staged := path + StagedSuffix
-	if err := WriteFile(staged, data, perm); err != nil {
+	if _, _, err := WriteReader(staged, r, perm, 0); err != nil {
 		return err
 	}
 	if err := check(staged); err != nil {

@@ -2,7 +2,9 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -166,4 +168,23 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// AssertLockWaitEnds runs op while its lock is held elsewhere and checks
+// that it gives up with the context's error once the context ends,
+// instead of waiting for the lock (issue 13, defect 9).
+func AssertLockWaitEnds(t testing.TB, name string, op func(ctx context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- op(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: %v, want the context's deadline error", name, err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s still waits for the lock 5 s after its context ended", name)
+	}
 }

@@ -77,15 +77,23 @@ func (a *Agent) RenderSpec(lbID, vip string, listeners ...RenderListener) Render
 // RenderHAProxy renders spec with Octavia's own templater (bounded by
 // ctx) and returns the configuration text.
 func RenderHAProxy(ctx context.Context, spec RenderSpec) (string, error) {
+	out, err := runInterop(ctx, "render_haproxy.py", spec)
+	return string(out), err
+}
+
+// runInterop runs one of the drivers of the controller's own code in
+// test/interop with input as JSON on its standard input, and returns
+// what it printed.
+func runInterop(ctx context.Context, script string, input any) ([]byte, error) {
 	root, err := ModuleRoot()
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	in, err := json.Marshal(spec)
+	in, err := json.Marshal(input)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_haproxy.py"))
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop", script))
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + os.TempDir()}
 	cmd.WaitDelay = 5 * time.Second
@@ -93,9 +101,9 @@ func RenderHAProxy(ctx context.Context, spec RenderSpec) (string, error) {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return "", fmt.Errorf("render_haproxy.py: %w: %s", err, stderr.Bytes())
+		return nil, fmt.Errorf("%s: %w: %s", script, err, stderr.Bytes())
 	}
-	return string(out), nil
+	return out, nil
 }
 
 // Render renders every spec concurrently (the templater takes seconds to
@@ -142,24 +150,11 @@ func RequireLVSRenderer(t testing.TB) {
 func RenderLVS(t testing.TB, specs ...map[string]any) [][]byte {
 	t.Helper()
 	RequireLVSRenderer(t)
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := json.Marshal(specs)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_lvs.py"))
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := runInterop(ctx, "render_lvs.py", specs)
 	if err != nil {
-		t.Fatalf("render_lvs.py: %v: %s", err, stderr.Bytes())
+		t.Fatal(err)
 	}
 	var texts []string
 	if err := json.Unmarshal(out, &texts); err != nil || len(texts) != len(specs) {

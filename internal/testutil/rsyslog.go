@@ -1,9 +1,7 @@
 package testutil
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -34,24 +32,11 @@ type RsyslogSpec struct {
 func RenderRsyslog(t testing.TB, spec RsyslogSpec) string {
 	t.Helper()
 	RequireOctavia(t)
-	root, err := ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := json.Marshal(spec)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(root, "test/interop/render_rsyslog.py"))
-	cmd.Stdin = bytes.NewReader(in)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + t.TempDir()}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := runInterop(ctx, "render_rsyslog.py", spec)
 	if err != nil {
-		t.Fatalf("render_rsyslog.py: %v: %s", err, stderr.Bytes())
+		t.Fatal(err)
 	}
 	return string(out)
 }
