@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func addConfigSeeds(f *testing.F, add func(cfg []byte)) {
@@ -51,6 +52,12 @@ func FuzzRewrite(f *testing.F) {
 	f.Fuzz(func(t *testing.T, cfg []byte, major, minor int) {
 		v := Version{major, minor}
 		out := Rewrite(cfg, v)
+		// the streamed rewrite (uploads) gives the same whatever the
+		// reads' sizes
+		var streamed bytes.Buffer
+		if err := RewriteTo(&streamed, iotest.HalfReader(bytes.NewReader(cfg)), v); err != nil || !bytes.Equal(streamed.Bytes(), out) {
+			t.Fatalf("RewriteTo in small reads: %v\n%q\n%q", err, streamed.Bytes(), out)
+		}
 		if !bytes.Equal(Rewrite(out, v), out) {
 			t.Fatalf("not idempotent:\n%q\n%q", out, Rewrite(out, v))
 		}
