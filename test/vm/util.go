@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 )
 
@@ -39,14 +38,10 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// goTool is the go command: the toolchain that built this program when it
-// is still there, else the one in PATH.
+// goTool is the go command: the one in PATH (go test and go run put
+// their own toolchain's bin first in their children's PATH), else the
+// usual install location.
 func goTool() string {
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); runtime.GOROOT() != "" {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
