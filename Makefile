@@ -15,12 +15,19 @@ BIN     := bin/amphora-agent
 DEB_VERSION ?= $(shell ./scripts/deb-version.sh)
 DEB_ARCH    ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 DEB     := bin/amphora-agent_$(DEB_VERSION)_$(DEB_ARCH).deb
-IMAGE   := bin/amphora-x64-haproxy.qcow2
+# The VM tests (test/vm) and "make vm" boot the image ($AMPHORA_IMAGE
+# overrides).
+IMAGE   ?= bin/amphora-x64-haproxy.qcow2
 # Test packages run one at a time on small machines: the end-to-end tests
 # start real haproxy, keepalived and systemd managers.
 TESTFLAGS ?= -race -count=1 -timeout 60m
+# The linter, pinned: "go run" fetches exactly this version (module cache).
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# Time per fuzz target: short in "make test", longer in "make fuzz".
+FUZZTIME ?= 10s
+FUZZTIME_LONG ?= 5m
 
-.PHONY: help build deps test vet fmt-check demo bench clean deb image
+.PHONY: help build deps test vet fmt-check fuzz demo bench clean deb image vm
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "%-10s %s\n", $$1, $$2}'
@@ -31,10 +38,11 @@ build: ## build bin/amphora-agent
 deps: ## install the Debian packages the agent and the tests need (idempotent)
 	./scripts/deps.sh
 
-vet: ## go vet and gofmt check
+vet: ## go vet, gofmt check and staticcheck
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) ./...
 
 deb: ## build the Debian package bin/amphora-agent_<version>_<arch>.deb
 	# A static program (CGO_ENABLED=0): one package for every Debian and
@@ -53,9 +61,21 @@ test: deps build vet image ## install what tests need, run every test
 	$(GO) build -race -o $(BIN)-race ./cmd/amphora-agent
 	AMPHORA_AGENT_BIN=$(CURDIR)/$(BIN)-race AMPHORA_IMAGE=$(CURDIR)/$(IMAGE) AMPHORA_DEB=$(CURDIR)/$(DEB) \
 	  $(GO) test $(TESTFLAGS) ./...
+	# Every fuzz target for a short fixed time (their seed corpora in
+	# testdata/fuzz already ran as tests above).
+	GO=$(GO) ./scripts/fuzz.sh $(FUZZTIME)
+
+fuzz: ## run every fuzz target for FUZZTIME_LONG (5m) each
+	GO=$(GO) FUZZ_PARALLEL=$${FUZZ_PARALLEL:-2} ./scripts/fuzz.sh $(FUZZTIME_LONG)
 
 demo: deps build ## run the agent end to end with real haproxy in a namespace
 	./scripts/demo.sh $(BIN)
+
+vm: deps image ## boot an amphora in QEMU like Nova + the controller; Ctrl-C removes it
+	# test/vm's harness: config drive from Octavia's own compute task,
+	# ports hot-plugged through QMP, an HTTP load balancer; it prints how
+	# to reach the amphora and keeps it running until interrupted.
+	$(GO) run ./test/vm/cmd/amphora-vm -image $(IMAGE)
 
 bench: build ## side-by-side benchmarks with the reference agent
 	./scripts/deps.sh bench

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -15,42 +17,82 @@ import (
 // putConfig replaces the agent configuration file the agent was started
 // with (the first --config-file) and applies the options that may change
 // at run time (heartbeat destinations, interval and key, topology, the
-// agent's syslog settings) at once. The upload is parsed first: a
-// document the agent could not start with is refused and the file on
-// disk is kept.
+// agent's syslog settings) at once. The upload is checked first as a
+// start of the agent would use it (config.PrepareUpload): a document the
+// agent could not start with is refused with the reason and the file on
+// disk is kept. The agent's own options the controller's rendering omits
+// are kept from the running configuration (config.MergeOwnOptions). The
+// answer's details name the changed options that take effect only at the
+// next agent start.
 func (s *Server) putConfig(c *gin.Context) {
 	body, got := s.receiveDocument(c)
 	if !got {
 		return
 	}
-	if _, _, err := config.Parse(config.Source{Name: "uploaded configuration", Data: body}); err != nil {
+	cur := s.Config.Current()
+	up, err := prepareConfig(body, cur)
+	if err != nil {
+		if errors.Is(err, config.ErrNoConfigFile) || errors.Is(err, errOtherConfigFile) {
+			s.Log.Error("agent configuration update failed", "err", err)
+			writeJSON(c, http.StatusInternalServerError, detailsBody{Message: "Unable to update amphora-agent configuration.", Details: err.Error()})
+			return
+		}
 		writeJSON(c, http.StatusBadRequest, detailsBody{Message: "Invalid agent configuration", Details: err.Error()})
 		return
 	}
-	if err := s.applyConfig(body); err != nil {
+	restart, err := s.applyConfig(cur, up)
+	if err != nil {
 		s.Log.Error("agent configuration update failed", "err", err)
 		writeJSON(c, http.StatusInternalServerError, detailsBody{Message: "Unable to update amphora-agent configuration.", Details: err.Error()})
 		return
 	}
-	ok(c, http.StatusAccepted)
+	var details []string
+	if len(restart) > 0 {
+		details = append(details, "Changed options that take effect at the next agent start: "+strings.Join(restart, ", ")+".")
+	}
+	if len(up.Kept) > 0 {
+		details = append(details, "Kept from the running configuration: "+strings.Join(up.Kept, ", ")+".")
+	}
+	if len(details) == 0 {
+		ok(c, http.StatusAccepted)
+		return
+	}
+	writeJSON(c, http.StatusAccepted, detailsBody{Message: "OK", Details: strings.Join(details, " ")})
 }
 
-func (s *Server) applyConfig(body []byte) error {
-	cur := s.Config.Current()
+// errOtherConfigFile: a --config-file after the first cannot be read.
+var errOtherConfigFile = errors.New("configuration file unreadable")
+
+// prepareConfig checks an upload against the running configuration and
+// its other --config-file files.
+func prepareConfig(body []byte, cur *config.Config) (*config.Upload, error) {
 	if len(cur.Files) == 0 {
-		return config.ErrNoConfigFile
+		return nil, config.ErrNoConfigFile
 	}
-	if err := fsutil.WriteFile(cur.Files[0], body, 0o600); err != nil {
-		return err
+	others := make([]config.Source, 0, len(cur.Files)-1)
+	for _, f := range cur.Files[1:] {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errOtherConfigFile, err)
+		}
+		others = append(others, config.Source{Name: f, Data: data})
 	}
-	merged, unknown, err := config.Load(cur.Files...)
-	if err != nil {
-		return err
+	return config.PrepareUpload(body, cur, others)
+}
+
+// applyConfig installs a checked upload and swaps in its run-time
+// options; it returns the changed options that need a restart.
+func (s *Server) applyConfig(cur *config.Config, up *config.Upload) ([]string, error) {
+	if err := fsutil.WriteFile(cur.Files[0], up.Doc, 0o600); err != nil {
+		return nil, err
 	}
-	for _, u := range unknown {
+	for _, u := range up.Unknown {
 		s.Log.Debug("unknown configuration option ignored", "file", u.File, "section", u.Section, "option", u.Option)
 	}
-	next := cur.WithMutable(merged)
+	if len(up.Kept) > 0 {
+		s.Log.Info("options of the running configuration kept in the uploaded one", "options", strings.Join(up.Kept, ","))
+	}
+	next := cur.WithMutable(up.Config)
 	if !cur.MutableEqual(next) {
 		s.Config.Update(next)
 		s.Log.Info("agent configuration updated", "file", cur.Files[0],
@@ -63,33 +105,11 @@ func (s *Server) applyConfig(body []byte) error {
 	} else {
 		s.Log.Info("agent configuration file rewritten, run-time options unchanged", "file", cur.Files[0])
 	}
-	if restart := restartOnlyChanges(cur, merged); len(restart) > 0 {
+	restart := config.RestartOnly(cur, up.Config)
+	if len(restart) > 0 {
 		s.Log.Warn("configuration options changed that take effect at the next agent start", "options", strings.Join(restart, ","))
 	}
-	return nil
-}
-
-// restartOnlyChanges lists the options that differ but cannot change
-// while the agent runs.
-func restartOnlyChanges(cur, next *config.Config) []string {
-	var out []string
-	add := func(name string, changed bool) {
-		if changed {
-			out = append(out, name)
-		}
-	}
-	add("base_path", cur.BasePath != next.BasePath)
-	add("base_cert_dir", cur.BaseCertDir != next.BaseCertDir)
-	add("bind_host", cur.BindHost != next.BindHost)
-	add("bind_port", cur.BindPort != next.BindPort)
-	add("haproxy_cmd", cur.HAProxyCmd != next.HAProxyCmd)
-	add("agent_server_ca", cur.AgentServerCA != next.AgentServerCA)
-	add("agent_server_cert", cur.AgentServerCert != next.AgentServerCert)
-	add("agent_server_network_dir", cur.AgentServerNetworkDir != next.AgentServerNetworkDir)
-	add("agent_request_read_timeout", cur.AgentRequestReadTimeout != next.AgentRequestReadTimeout)
-	add("agent_tls_protocol", cur.AgentTLSProtocol != next.AgentTLSProtocol)
-	add("amphora_id", cur.AmphoraID != next.AmphoraID)
-	return out
+	return restart, nil
 }
 
 // putCertificate replaces the agent's own server certificate. Unlike the

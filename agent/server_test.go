@@ -7,15 +7,21 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/go-cmp/cmp"
 
+	"github.com/octavia-go/amphora-agent/agent/config"
 	"github.com/octavia-go/amphora-agent/certs"
 	"github.com/octavia-go/amphora-agent/haproxy"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // Version discovery, including the controller's "GET //".
@@ -114,10 +120,22 @@ func TestDetails(t *testing.T) {
 // and the file kept.
 func TestPutConfig(t *testing.T) {
 	a := newAPI(t)
-	doc := "[amphora_agent]\namphora_id = " + ampID + "\n[health_manager]\nheartbeat_key = k2\nheartbeat_interval = 3\n" +
+	pki, err := testutil.NewPKI(filepath.Join(t.TempDir(), "pki"), ampID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls := "agent_server_cert = " + pki.ServerPEM + "\nagent_server_ca = " + pki.ClientCA + "\n"
+	doc := "[amphora_agent]\namphora_id = " + ampID + "\n" + tls + "[health_manager]\nheartbeat_key = k2\nheartbeat_interval = 3\n" +
 		"controller_ip_port_list = 192.0.2.9:5555\n[controller_worker]\nloadbalancer_topology = ACTIVE_STANDBY\n"
-	a.do(http.MethodPut, "/1.0/config", doc).json(t, http.StatusAccepted, okBodyJSON)
-	if got, _ := os.ReadFile(a.conf); string(got) != doc {
+	// the test agent runs with a 1024-byte body limit, an option of its
+	// own that the upload does not set: it is kept
+	a.do(http.MethodPut, "/1.0/config", doc).json(t, http.StatusAccepted,
+		`{"message":"OK","details":"Changed options that take effect at the next agent start: [amphora_agent] agent_server_ca, [amphora_agent] agent_server_cert. `+
+			`Kept from the running configuration: [amphora_agent] max_request_body_size."}`)
+	stored := strings.Replace(doc, "[amphora_agent]\n", "[amphora_agent]\n"+
+		"# Kept from the running configuration by amphora-agent (options of this agent the controller does not render)\n"+
+		"max_request_body_size = 1024\n", 1)
+	if got, _ := os.ReadFile(a.conf); string(got) != stored {
 		t.Errorf("config file %q", got)
 	}
 	cur := a.Config.Current()
@@ -128,7 +146,7 @@ func TestPutConfig(t *testing.T) {
 
 	a.do(http.MethodPut, "/1.0/config", "[haproxy_amphora]\nbind_port = https\n").json(t, http.StatusBadRequest,
 		`{"message":"Invalid agent configuration","details":"uploaded configuration: [haproxy_amphora] bind_port: \"https\" is not a port number (0-65535)"}`)
-	if got, _ := os.ReadFile(a.conf); string(got) != doc {
+	if got, _ := os.ReadFile(a.conf); string(got) != stored {
 		t.Errorf("refused upload changed the file: %q", got)
 	}
 	a.do(http.MethodPut, "/1.0/config", strings.Repeat("#", 2000)).json(t, http.StatusBadRequest,
@@ -140,6 +158,134 @@ func TestPutConfig(t *testing.T) {
 	a.Config.Update(cfg)
 	a.do(http.MethodPut, "/1.0/config", doc).json(t, http.StatusInternalServerError,
 		`{"message":"Unable to update amphora-agent configuration.","details":"the agent was started without --config-file"}`)
+}
+
+// PUT /1.0/config refuses what the agent could not start with (issue 13,
+// defect 8: a document with only [DEFAULT] was accepted, heartbeats
+// stopped and the next start failed; these cases failed before): the
+// options the agent needs, server certificate and CA that load, a bind
+// address it can listen on. The file on disk is kept.
+func TestPutConfigRefusesUnstartable(t *testing.T) {
+	a := newAPI(t)
+	dir := t.TempDir()
+	pki, err := testutil.NewPKI(filepath.Join(dir, "pki"), ampID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage.pem")
+	if err := os.WriteFile(garbage, []byte("not PEM\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	running := a.Config.Current().Clone()
+	running.ControllerIPPortList = []string{"192.0.2.9:5555"} // it heartbeats
+	a.Config.Update(running)
+	before, _ := os.ReadFile(a.conf)
+	render := func(edit map[string]string) string {
+		opts := []struct{ sec, key, val string }{
+			{"DEFAULT", "debug", "False"},
+			{"haproxy_amphora", "bind_host", "::"},
+			{"haproxy_amphora", "bind_port", "9443"},
+			{"health_manager", "controller_ip_port_list", "192.0.2.9:5555"},
+			{"health_manager", "heartbeat_key", "k"},
+			{"amphora_agent", "agent_server_ca", pki.ClientCA},
+			{"amphora_agent", "agent_server_cert", pki.ServerPEM},
+			{"amphora_agent", "amphora_id", ampID},
+		}
+		var b strings.Builder
+		sec := ""
+		for _, o := range opts {
+			if o.sec != sec {
+				b.WriteString("[" + o.sec + "]\n")
+				sec = o.sec
+			}
+			v, edited := edit[o.sec+"/"+o.key]
+			switch {
+			case !edited:
+				v = o.val
+			case v == "-":
+				continue
+			}
+			b.WriteString(o.key + " = " + v + "\n")
+		}
+		return b.String()
+	}
+	for _, c := range []struct {
+		name    string
+		doc     string
+		details string
+	}{
+		{"only DEFAULT", "[DEFAULT]\ndebug = True\n", "[amphora_agent] amphora_id: is required (the agent would stop heartbeating)"},
+		{"no heartbeat key", render(map[string]string{"health_manager/heartbeat_key": "-"}), "[health_manager] heartbeat_key: is required (the agent would stop heartbeating)"},
+		{"no controllers", render(map[string]string{"health_manager/controller_ip_port_list": ""}), "[health_manager] controller_ip_port_list: is required (the agent would stop heartbeating)"},
+		{"missing certificate", render(map[string]string{"amphora_agent/agent_server_cert": filepath.Join(dir, "absent.pem")}),
+			"[amphora_agent] agent_server_cert: open " + filepath.Join(dir, "absent.pem") + ": no such file or directory"},
+		{"certificate without key", render(map[string]string{"amphora_agent/agent_server_cert": pki.ClientCA}),
+			"[amphora_agent] agent_server_cert: " + pki.ClientCA + ": not a valid certificate and private key pair: tls: found a certificate rather than a key in the PEM for the private key"},
+		{"garbage CA", render(map[string]string{"amphora_agent/agent_server_ca": garbage}),
+			"[amphora_agent] agent_server_ca: " + garbage + ": no CA certificate found"},
+		{"address not on this host", render(map[string]string{"haproxy_amphora/bind_host": "203.0.113.7"}),
+			"[haproxy_amphora] bind_host/bind_port: cannot listen on 203.0.113.7:9443: bind: cannot assign requested address"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			a.do(http.MethodPut, "/1.0/config", c.doc).json(t, http.StatusBadRequest,
+				`{"message":"Invalid agent configuration","details":`+strconv.Quote(c.details)+`}`)
+			if got, _ := os.ReadFile(a.conf); string(got) != string(before) {
+				t.Errorf("refused upload changed the file: %q", got)
+			}
+		})
+	}
+	// a port another program holds
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	a.do(http.MethodPut, "/1.0/config", render(map[string]string{"haproxy_amphora/bind_host": "127.0.0.1", "haproxy_amphora/bind_port": port})).json(t, http.StatusBadRequest,
+		`{"message":"Invalid agent configuration","details":"[haproxy_amphora] bind_host/bind_port: cannot listen on 127.0.0.1:`+port+`: bind: address already in use"}`)
+
+	// the same document with usable values is taken; the answer names
+	// what waits for a restart
+	a.do(http.MethodPut, "/1.0/config", render(map[string]string{"haproxy_amphora/bind_host": "127.0.0.1", "haproxy_amphora/bind_port": "0"})).json(t, http.StatusAccepted,
+		`{"message":"OK","details":"Changed options that take effect at the next agent start: [haproxy_amphora] bind_host, [haproxy_amphora] bind_port, `+
+			`[amphora_agent] agent_server_ca, [amphora_agent] agent_server_cert. Kept from the running configuration: [amphora_agent] max_request_body_size."}`)
+}
+
+// The merge rule: the agent's own options, which the controller's
+// rendering never has, are kept from the running configuration when the
+// upload does not set them; an option the upload sets wins (issue 13,
+// defect 8: they were dropped before).
+func TestPutConfigKeepsOwnOptions(t *testing.T) {
+	a := newAPI(t)
+	pki, err := testutil.NewPKI(filepath.Join(t.TempDir(), "pki"), ampID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := a.Config.Current().Clone()
+	cfg.ServiceManager, cfg.Namespace, cfg.PCIRescanPath = "builtin", "amp-test-ns", ""
+	cfg.AgentServerCert, cfg.AgentServerCA = pki.ServerPEM, pki.ClientCA
+	a.Config.Update(cfg)
+	upload := "[DEFAULT]\ndebug = True\n\n[health_manager]\ncontroller_ip_port_list = 192.0.2.9:5555\nheartbeat_key = k\n\n" +
+		"[amphora_agent]\nagent_server_ca = " + pki.ClientCA + "\nagent_server_cert = " + pki.ServerPEM + "\namphora_id = " + ampID +
+		"\nnetwork_namespace = amp-other-ns\n\n[controller_worker]\nloadbalancer_topology = SINGLE\n"
+	a.do(http.MethodPut, "/1.0/config", upload).json(t, http.StatusAccepted,
+		`{"message":"OK","details":"Changed options that take effect at the next agent start: [DEFAULT] debug, [amphora_agent] network_namespace. `+
+			`Kept from the running configuration: [amphora_agent] max_request_body_size, [amphora_agent] service_manager, [amphora_agent] pci_rescan_path."}`)
+	got, _ := os.ReadFile(a.conf)
+	want := strings.Replace(upload, "[amphora_agent]\n", "[amphora_agent]\n"+
+		"# Kept from the running configuration by amphora-agent (options of this agent the controller does not render)\n"+
+		"max_request_body_size = 1024\nservice_manager = builtin\npci_rescan_path = \n", 1)
+	if string(got) != want {
+		t.Errorf("stored configuration (-want +got):\n%s", cmp.Diff(want, string(got)))
+	}
+	next, _, err := config.Load(a.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.ServiceManager != "builtin" || next.PCIRescanPath != "" || next.Namespace != "amp-other-ns" {
+		t.Errorf("the next start reads service_manager %q, pci_rescan_path %q, network_namespace %q",
+			next.ServiceManager, next.PCIRescanPath, next.Namespace)
+	}
 }
 
 // PUT /1.0/certificate takes a certificate with its key only.

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -118,6 +119,10 @@ type Options struct {
 func Open(o Options) (*Store, error) {
 	certPath, caPath := o.CertPath, o.CAPath
 	s := &Store{certPath: certPath, caPath: caPath, serverName: o.ServerName, log: o.Log}
+	// a rotation a crash interrupted leaves a temporary file
+	if removed, err := fsutil.RemoveTemps(filepath.Dir(certPath), func(t string) bool { return t == filepath.Base(certPath) }); (len(removed) > 0 || err != nil) && s.log != nil {
+		s.log.Info("temporary files of an interrupted certificate rotation removed", "files", fmt.Sprint(removed), "err", err)
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

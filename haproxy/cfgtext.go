@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -184,7 +185,8 @@ func contains(list []string, s string) bool {
 // reference does for its advertisements: tokens split on single spaces;
 // a token with ':' and ',' contributes the text before its last ':'
 // (trailing commas stripped) and scanning continues; the first token with
-// ':' but no ',' contributes likewise and ends the line.
+// ':' but no ',' contributes likewise and ends the line. Only IP addresses
+// are kept (a damaged line yields nothing to advertise).
 func bindAddresses(line string) []string {
 	t := strings.TrimLeft(line, " \t")
 	if !strings.HasPrefix(t, "bind") {
@@ -200,7 +202,7 @@ func bindAddresses(line string) []string {
 		for _, part := range strings.Split(tok, ",") {
 			if i := strings.LastIndex(part, ":"); i > 0 {
 				addr := strings.Trim(part[:i], "[]")
-				if addr != "" && addr != "*" && addr != "::" && addr != "0.0.0.0" {
+				if addr != "" && addr != "*" && addr != "::" && addr != "0.0.0.0" && isIP(addr) {
 					out = append(out, addr)
 				}
 			}
@@ -210,6 +212,13 @@ func bindAddresses(line string) []string {
 		}
 	}
 	return out
+}
+
+// isIP reports whether s is an IP address (what can be advertised):
+// anything else a damaged bind line yields is left out.
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 // ValidationError reports that haproxy refused a configuration.

@@ -367,15 +367,64 @@ func (m *Manager) Delete(ctx context.Context, lbID string) error {
 	if err := fsutil.Remove(m.ConfigPath(lbID)); err != nil {
 		return err
 	}
-	if err := fsutil.Remove(socket); err != nil {
-		m.log.Warn("could not remove stats socket", "lb_id", lbID, "path", socket, "err", err)
-	}
+	m.removeSocket(lbID, socket)
 	if err := m.removeRest(ctx, lbID); err != nil {
 		return err
 	}
 	m.servicesChanged(ctx, m.activeStandby())
 	m.log.Info("load balancer deleted", "lb_id", lbID)
 	return nil
+}
+
+// removeSocket removes the stats socket the configuration of lbID
+// named, only when the agent owns it: the path must be
+// base_path/<lb_id>.sock or lie inside base_path/<lb_id>/ (the path comes
+// from an uploaded file: anything else, such as the agent's own key or
+// another load balancer's socket, is left alone), it is resolved inside
+// base_path without following a symbolic link out of it, and the file is
+// removed only when it is a socket itself (lstat).
+func (m *Manager) removeSocket(lbID, path string) {
+	rel, ok := m.ownedSocket(lbID, path)
+	if !ok {
+		m.log.Warn("stats socket outside the load balancer's directories left alone", "lb_id", lbID, "path", path)
+		return
+	}
+	root, err := os.OpenRoot(m.opts.BasePath)
+	if err != nil {
+		m.log.Warn("could not open base_path to remove the stats socket", "lb_id", lbID, "err", err)
+		return
+	}
+	defer root.Close()
+	fi, err := root.Lstat(rel)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return
+	case err != nil:
+		m.log.Warn("stats socket not removed", "lb_id", lbID, "path", path, "err", err)
+		return
+	case fi.Mode().Type() != os.ModeSocket:
+		m.log.Warn("stats socket path is not a socket, left alone", "lb_id", lbID, "path", path, "type", fi.Mode().Type().String())
+		return
+	}
+	if err := root.Remove(rel); err != nil && !errors.Is(err, os.ErrNotExist) {
+		m.log.Warn("could not remove stats socket", "lb_id", lbID, "path", path, "err", err)
+	}
+}
+
+// ownedSocket reports whether path names a socket of lbID's own, and the
+// path relative to base_path.
+func (m *Manager) ownedSocket(lbID, path string) (string, bool) {
+	if !filepath.IsAbs(path) {
+		return "", false
+	}
+	rel, err := filepath.Rel(filepath.Clean(m.opts.BasePath), filepath.Clean(path))
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", false
+	}
+	if rel == lbID+".sock" || strings.HasPrefix(rel, lbID+string(filepath.Separator)) {
+		return rel, true
+	}
+	return "", false
 }
 
 func (m *Manager) removeRest(ctx context.Context, lbID string) error {
@@ -396,6 +445,7 @@ func (m *Manager) removeRest(ctx context.Context, lbID string) error {
 // whose configuration is gone (a delete interrupted by a crash) is
 // removed.
 func (m *Manager) Reconcile(ctx context.Context) {
+	m.removeLeftovers()
 	entries, err := os.ReadDir(m.opts.BasePath)
 	if err != nil {
 		return
@@ -416,6 +466,49 @@ func (m *Manager) Reconcile(ctx context.Context) {
 		if err := m.opts.Units.Remove(ctx, UnitName(id)); err != nil {
 			m.log.Warn("cleanup failed", "lb_id", id, "err", err)
 		}
+	}
+}
+
+// removeLeftovers removes what a crash in the middle of a write leaves in
+// the load balancers' directories: temporary files and staged
+// configurations that were never checked (a refused one, .new-failed,
+// stays for the operator). Reconcile runs it before the API serves.
+func (m *Manager) removeLeftovers() {
+	var dirs []string
+	for _, root := range []string{m.opts.BasePath, m.opts.CertDir} {
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if e.IsDir() && fsutil.ValidID(e.Name()) {
+				dirs = append(dirs, filepath.Join(root, e.Name()))
+			}
+		}
+	}
+	for _, dir := range dirs {
+		m.logRemoved(fsutil.RemoveTemps(dir, nil))
+	}
+	if ug := m.opts.UserGroupConfig; ug != "" {
+		m.logRemoved(fsutil.RemoveTemps(filepath.Dir(ug), func(t string) bool { return t == filepath.Base(ug) }))
+	}
+	for _, dir := range dirs {
+		if !strings.HasPrefix(dir, filepath.Clean(m.opts.BasePath)+string(filepath.Separator)) {
+			continue
+		}
+		staged := filepath.Join(dir, "haproxy.cfg"+fsutil.StagedSuffix)
+		if _, err := os.Lstat(staged); err == nil {
+			m.log.Info("removing a configuration whose upload was interrupted", "path", staged)
+			if err := fsutil.Remove(staged); err != nil {
+				m.log.Warn("cannot remove an interrupted upload", "path", staged, "err", err)
+			}
+		}
+	}
+}
+
+func (m *Manager) logRemoved(names []string, err error) {
+	if len(names) > 0 {
+		m.log.Info("temporary files of interrupted writes removed", "files", strings.Join(names, " "))
+	}
+	if err != nil {
+		m.log.Warn("cannot remove temporary files of interrupted writes", "err", err)
 	}
 }
 

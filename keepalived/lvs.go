@@ -467,11 +467,33 @@ func (m *LVSManager) Listeners(ctx context.Context) []LVSListenerStatus {
 	return out
 }
 
-// Reconcile runs at agent start-up: the member check script follows the
-// agent binary (it may have moved with an upgrade).
-func (m *LVSManager) Reconcile(context.Context) {
+// Reconcile runs at agent start-up: what an interrupted write left is
+// removed, every configured listener gets its service installed (never
+// restarted), and the member check script follows the agent binary (it
+// may have moved with an upgrade).
+func (m *LVSManager) Reconcile(ctx context.Context) {
+	p := m.Paths()
+	var staged []string
+	if entries, err := os.ReadDir(p.Dir); err == nil {
+		for _, e := range entries {
+			if conf, ok := strings.CutSuffix(e.Name(), ".conf"+fsutil.StagedSuffix); ok && strings.HasPrefix(conf, LVSServicePrefix) {
+				staged = append(staged, filepath.Join(p.Dir, conf+".conf"))
+			}
+		}
+	}
+	removeLeftovers(m.log, []string{p.Dir, p.CheckDir()}, staged)
 	if len(m.List()) == 0 {
 		return
+	}
+	// every configured listener has its service (a crash between storing
+	// an upload and installing the service; a new rendering)
+	for _, id := range m.List() {
+		if m.opts.Units == nil {
+			break
+		}
+		if err := m.install(ctx, id); err != nil {
+			m.log.Warn("cannot install the service of an LVS listener", "listener_id", id, "err", err)
+		}
 	}
 	if err := os.MkdirAll(m.Paths().CheckDir(), 0o755); err != nil {
 		m.log.Warn("LVS check scripts directory", "err", err)

@@ -342,16 +342,25 @@ func (m *Manager) Action(ctx context.Context, action string) (string, error) {
 	return "keepalived " + action + "ed", nil
 }
 
-// Reconcile runs at agent start-up when a configuration exists: it
-// rewrites check_script.sh (GAPS C3) and writes the haproxy check only if
-// it is missing. The socket list is not recomputed here: at boot the
+// Reconcile runs at agent start-up: it removes what an interrupted write
+// left and, when a configuration exists, installs its service (a crash
+// between storing an upload and installing the service, or a new
+// rendering; a running keepalived is not restarted), rewrites
+// check_script.sh (GAPS C3) and writes the haproxy check only if it is
+// missing. The socket list is not recomputed here: at boot the
 // load balancers' services may not have been started yet, and dropping
 // them from the check would let this amphora become MASTER without them.
 func (m *Manager) Reconcile(ctx context.Context) {
+	p := m.Paths()
+	removeLeftovers(m.log, []string{p.Dir, p.CheckScriptsDir()}, []string{p.Config()})
 	if !m.Configured() {
 		return
 	}
-	p := m.Paths()
+	if m.opts.Units != nil {
+		if err := m.install(ctx); err != nil {
+			m.log.Warn("cannot install the keepalived service", "err", err)
+		}
+	}
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		m.log.Warn("keepalived check scripts directory", "err", err)
 		return
@@ -362,6 +371,33 @@ func (m *Manager) Reconcile(ctx context.Context) {
 	if _, err := os.Stat(p.HAProxyCheckScript()); errors.Is(err, os.ErrNotExist) && !m.lvsGoverns() {
 		if err := m.RefreshCheck(ctx); err != nil {
 			m.log.Warn("could not write the haproxy check script", "err", err)
+		}
+	}
+}
+
+// removeLeftovers removes what a crash in the middle of a write leaves:
+// the temporary files in dirs, and for each configuration in configs its
+// staged copy (and the copy an LVS check makes of it) that was never
+// checked. Reconcile runs it before the API serves.
+func removeLeftovers(log *slog.Logger, dirs, configs []string) {
+	for _, dir := range dirs {
+		removed, err := fsutil.RemoveTemps(dir, nil)
+		if len(removed) > 0 {
+			log.Info("temporary files of interrupted writes removed", "dir", dir, "files", strings.Join(removed, " "))
+		}
+		if err != nil {
+			log.Warn("cannot remove temporary files of interrupted writes", "dir", dir, "err", err)
+		}
+	}
+	for _, c := range configs {
+		for _, p := range []string{c + fsutil.StagedSuffix, c + fsutil.StagedSuffix + "-check"} {
+			if _, err := os.Lstat(p); err != nil {
+				continue
+			}
+			log.Info("removing a configuration whose upload was interrupted", "path", p)
+			if err := fsutil.Remove(p); err != nil {
+				log.Warn("cannot remove an interrupted upload", "path", p, "err", err)
+			}
 		}
 	}
 }

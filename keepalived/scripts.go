@@ -70,13 +70,16 @@ func (m *Manager) RefreshCheck(ctx context.Context) error {
 	if m.opts.Agent == "" {
 		return fmt.Errorf("keepalived: the agent binary path for the haproxy check is not set")
 	}
+	// The lists are read under the lock: read before it, a refresh that
+	// waits could overwrite a newer refresh's scripts with the older
+	// state it read.
+	m.checkMu.Lock()
+	defer m.checkMu.Unlock()
 	var sockets []string
 	if m.opts.LoadBalancers != nil {
 		sockets = m.opts.LoadBalancers.CheckSockets(ctx)
 	}
 	lvsConfigured, lvsPIDs := m.lvsCheckState(ctx)
-	m.checkMu.Lock()
-	defer m.checkMu.Unlock()
 	p := m.Paths()
 	if err := os.MkdirAll(p.CheckScriptsDir(), 0o755); err != nil {
 		return err

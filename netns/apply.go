@@ -35,11 +35,36 @@ func (w *warnings) add(format string, args ...any) {
 	*w = append(*w, fmt.Sprintf(format, args...))
 }
 
+// applyMode says what applying an interface file may remove.
+type applyMode int
+
+const (
+	// converge makes the interface match its file exactly: permanent
+	// addresses, static routes of the link and source rules the file
+	// does not list are removed. Plugs, an explicit `interface up
+	// <name>`, the restore of a namespace that was just created (boot)
+	// and the restore of an interface whose plug a crash interrupted
+	// converge.
+	converge applyMode = iota
+	// restore only adds what the file lists and the kernel lacks; it
+	// removes nothing. The restore at an agent start in a running
+	// namespace uses it: what others added (an operator, keepalived, a
+	// debugging session) stays, and an interface that already matches
+	// its file is left alone.
+	restore
+)
+
+func (a applyMode) String() string {
+	if a == restore {
+		return "restore"
+	}
+	return "converge"
+}
+
 // upInterface applies an interface file to its link inside the namespace
-// (what `amphora-interface up <name>` does, converging on every call).
-// Fatal problems are returned as the error; route failures and the like
-// are appended to warn.
-func (m *Manager) upInterface(ctx context.Context, ns *Namespace, f *InterfaceFile, warn *warnings) error {
+// (what `amphora-interface up <name>` does). Fatal problems are returned
+// as the error; route failures and the like are appended to warn.
+func (m *Manager) upInterface(ctx context.Context, ns *Namespace, f *InterfaceFile, mode applyMode, warn *warnings) error {
 	h := ns.Handle()
 	if f.IsSRIOV {
 		if err := m.ensureSRIOVRules(ctx, ns, f); err != nil {
@@ -70,12 +95,12 @@ func (m *Manager) upInterface(ctx context.Context, ns *Namespace, f *InterfaceFi
 			}
 		}
 	}
-	if err := m.addressesUp(ctx, ns, link, f, warn); err != nil {
+	if err := m.addressesUp(ctx, ns, link, f, mode, warn); err != nil {
 		return err
 	}
-	m.routesUp(ctx, ns, link, f, warn)
+	m.routesUp(ctx, ns, link, f, mode, warn)
 	if f.IfType == IfTypeVIP {
-		if err := m.rulesUp(ctx, ns, f); err != nil {
+		if err := m.rulesUp(ctx, ns, f, mode); err != nil {
 			return err
 		}
 	}
@@ -145,7 +170,7 @@ type addrKey struct {
 	plen int
 }
 
-func (m *Manager) addressesUp(ctx context.Context, ns *Namespace, link netlink.Link, f *InterfaceFile, warn *warnings) error {
+func (m *Manager) addressesUp(ctx context.Context, ns *Namespace, link netlink.Link, f *InterfaceFile, mode applyMode, warn *warnings) error {
 	h := ns.Handle()
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(link, netlink.FAMILY_ALL) })
 	if err != nil {
@@ -194,6 +219,9 @@ func (m *Manager) addressesUp(ctx context.Context, ns *Namespace, link netlink.L
 		}
 	}
 	m.waitTentative(ctx, ns, link, want6, warn)
+	if mode == restore {
+		return nil
+	}
 	for _, a := range current {
 		if err := h.AddrDel(link, &a); err != nil {
 			m.log.Debug("delete address failed", "ns", ns.Name(), "interface", f.Name, "address", a.IPNet.String(), "err", err)
@@ -326,7 +354,7 @@ func fileRoute(r Route, linkIndex int) (*netlink.Route, error) {
 	return nr, nil
 }
 
-func (m *Manager) routesUp(ctx context.Context, ns *Namespace, link netlink.Link, f *InterfaceFile, warn *warnings) {
+func (m *Manager) routesUp(ctx context.Context, ns *Namespace, link netlink.Link, f *InterfaceFile, mode applyMode, warn *warnings) {
 	h := ns.Handle()
 	idx := link.Attrs().Index
 	filter := &netlink.Route{LinkIndex: idx, Table: unix.RT_TABLE_UNSPEC}
@@ -364,6 +392,9 @@ func (m *Manager) routesUp(ctx context.Context, ns *Namespace, link netlink.Link
 			warn.add("%s: add route %s: %v", f.Name, describeRoute(r), err)
 			m.log.Warn("route not added", "ns", ns.Name(), "interface", f.Name, "route", describeRoute(r), "err", err)
 		}
+	}
+	if mode == restore {
+		return
 	}
 	for _, l := range current {
 		for i := range l {
@@ -435,9 +466,9 @@ func fileRule(r Rule) (*netlink.Rule, error) {
 }
 
 // rulesUp converges the "from VIP lookup <table>" policy rules of the
-// namespace with those of a VIP file. Rules of the kernel and keepalived
-// are left alone.
-func (m *Manager) rulesUp(ctx context.Context, ns *Namespace, f *InterfaceFile) error {
+// namespace with those of a VIP file (restore: adds the missing ones
+// only). Rules of the kernel and keepalived are left alone.
+func (m *Manager) rulesUp(ctx context.Context, ns *Namespace, f *InterfaceFile, mode applyMode) error {
 	h := ns.Handle()
 	rules, err := retryDump(func() ([]netlink.Rule, error) { return h.RuleList(netlink.FAMILY_ALL) })
 	if err != nil {
@@ -469,6 +500,9 @@ func (m *Manager) rulesUp(ctx context.Context, ns *Namespace, f *InterfaceFile) 
 		if err := retryEINVAL(ctx, func() error { return h.RuleAdd(nr) }); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add rule from %s/%d lookup %d: %w", r.Src, r.SrcLen, nr.Table, err)
 		}
+	}
+	if mode == restore {
+		return nil
 	}
 	for _, l := range current {
 		for i := range l {

@@ -108,13 +108,6 @@ func normNet(s string) string {
 	return p.Masked().String()
 }
 
-func zeroPrefix(a netip.Addr) netip.Prefix {
-	if a.Is4() {
-		return netip.MustParsePrefix("0.0.0.0/0")
-	}
-	return netip.MustParsePrefix("::/0")
-}
-
 func ipNetOf(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

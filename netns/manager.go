@@ -1,12 +1,14 @@
 package netns
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -156,14 +158,21 @@ func (m *Manager) EnsureNamespace() error {
 }
 
 func (m *Manager) ensure() (*Namespace, error) {
+	ns, _, err := m.ensureCreated()
+	return ns, err
+}
+
+// ensureCreated is ensure that also reports whether it created the
+// namespace.
+func (m *Manager) ensureCreated() (*Namespace, bool, error) {
 	ns, created, err := EnsureNamespace(m.cfg.Namespace)
 	if err != nil {
-		return nil, fmt.Errorf("prepare network namespace: %w", err)
+		return nil, false, fmt.Errorf("prepare network namespace: %w", err)
 	}
 	if created {
 		m.log.Info("network namespace created", "ns", m.cfg.Namespace)
 	}
-	return ns, nil
+	return ns, created, nil
 }
 
 func (m *Manager) topology() string {
@@ -180,15 +189,31 @@ func (m *Manager) topology() string {
 // the reference), so that Up("all") brings lo up in the namespace.
 func (m *Manager) WriteLoopbackFile() error {
 	defer m.lock()()
+	if cur, err := m.readInterfaceFile("lo"); err == nil {
+		if want, err := loopbackFile().Marshal(); err == nil {
+			if have, err := cur.Marshal(); err == nil && bytes.Equal(have, want) {
+				return nil // already there: no write at every start
+			}
+		}
+	}
 	return m.writeInterfaceFile(loopbackFile())
 }
 
 // Up applies the interface file of name, or of every file when name is
-// "all" (the `amphora-interface up` command and boot-time restoration).
-// NICs recorded in the plugged-interfaces file that are in the root
-// namespace (after a reboot) are first moved into the namespace under
-// their recorded names (MACs compared case-insensitively). With "all",
-// files whose NIC is gone are reported as warnings, not failures.
+// "all" (the `amphora-interface up` command, boot-time restoration and
+// the restore at every agent start). NICs recorded in the
+// plugged-interfaces file that are in the root namespace (after a
+// reboot) are first moved into the namespace under their recorded names
+// (MACs compared case-insensitively). With "all", files whose NIC is gone
+// are reported as warnings, not failures.
+//
+// A named interface is converged with its file (what the file does not
+// list is removed). "all" converges only where removing is safe: in a
+// namespace that is new since the last restore (boot: nobody else has
+// added anything yet) and for interfaces whose plug a crash interrupted;
+// everywhere else it only adds what is missing, so restarting the agent
+// never removes an address, route or rule someone else added, and an
+// interface that matches its file is left alone.
 //
 // Errors: *InterfaceError (per-interface failures, or NotFound for an
 // unknown name); anything else is internal. Warnings are returned on
@@ -204,6 +229,9 @@ func (m *Manager) Down(ctx context.Context, name string) ([]string, error) {
 
 func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, error) {
 	defer m.lock()()
+	if action == "up" && name == "all" {
+		m.removeTemps()
+	}
 	files, order, bad, err := m.readInterfaceFiles()
 	if err != nil {
 		return nil, err
@@ -227,12 +255,45 @@ func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, er
 	}
 	var warn warnings
 	var ns *Namespace
+	modes := map[string]applyMode{}
 	if action == "up" {
-		ns, err = m.ensure()
+		var created bool
+		ns, created, err = m.ensureCreated()
 		if err != nil {
 			return nil, err
 		}
-		m.restoreNICs(ns, targets, &warn)
+		if name == "all" {
+			fresh := created || !m.sameNamespace(ns)
+			pending := m.readConverge()
+			m.restoreNICs(ns, targets, &warn)
+			if dropped := m.dropInterruptedPlugs(ns, pending, files); len(dropped) > 0 {
+				targets = slices.DeleteFunc(targets, func(n string) bool { return slices.Contains(dropped, n) })
+			}
+			// a plug interrupted before it wrote the interface file
+			// changed nothing: only its mark is left
+			for n := range pending {
+				if files[n] == nil && bad[n] == nil {
+					m.doneConverge(n)
+				}
+			}
+			for _, n := range targets {
+				_, marked := pending[n]
+				modes[n] = restore
+				if fresh || marked {
+					modes[n] = converge
+				}
+			}
+			if fresh {
+				m.log.Info("namespace new since the last restore: interfaces converge with their files", "ns", ns.Name())
+			}
+		} else {
+			modes[name] = converge
+			if err := m.markConverge(name, ""); err != nil {
+				ns.Close()
+				return nil, err
+			}
+			m.restoreNICs(ns, targets, &warn)
+		}
 	} else {
 		ns, err = OpenNamespace(m.cfg.Namespace)
 		if errors.Is(err, ErrNamespaceAbsent) {
@@ -252,14 +313,21 @@ func (m *Manager) upDown(ctx context.Context, action, name string) ([]string, er
 			}
 		}
 		if action == "up" {
-			err = m.upInterface(ctx, ns, f, &warn)
+			err = m.upInterface(ctx, ns, f, modes[n], &warn)
 		} else {
 			err = m.downInterface(ctx, ns, f, &warn)
 		}
 		if err != nil {
 			ierr.Failures = append(ierr.Failures, InterfaceFailure{Interface: n, Err: err})
 			m.log.Error("interface "+action+" failed", "ns", ns.Name(), "interface", n, "err", err)
+			continue
 		}
+		if action == "up" && modes[n] == converge {
+			m.doneConverge(n)
+		}
+	}
+	if action == "up" && name == "all" {
+		m.recordNamespace(ns)
 	}
 	if len(ierr.Failures) > 0 {
 		return warn, ierr

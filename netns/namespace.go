@@ -230,6 +230,12 @@ var namespaceSysctls = []struct{ key, value string }{
 	{"net/ipv4/vs/conntrack", "1"},
 	{"net/ipv4/vs/expire_nodest_conn", "1"},
 	{"net/ipv4/vs/expire_quiescent_template", "1"},
+	// systemd's sysctl.d default, which `sysctl --system` loads in the
+	// reference's namespace: removing a primary address promotes a
+	// secondary of its subnet instead of deleting them all (a plug that
+	// replaces an interface's address relies on it).
+	{"net/ipv4/conf/all/promote_secondaries", "1"},
+	{"net/ipv4/conf/default/promote_secondaries", "1"},
 }
 
 func (n *Namespace) setup() error {

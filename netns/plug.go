@@ -116,6 +116,11 @@ func (m *Manager) plugNetwork(ctx context.Context, req *PlugNetworkRequest) (*Pl
 		} else {
 			file = backendFile(name, req.MTU, req.FixedIPs, req.IsSRIOV)
 		}
+		// A crash from here on leaves the interface to be converged by
+		// the restore at the next start (its stale addresses go then).
+		if err := m.markConverge(name, req.MACAddress); err != nil {
+			return nil, err
+		}
 		if err := m.writeInterfaceFile(file); err != nil {
 			return nil, err
 		}
@@ -123,9 +128,10 @@ func (m *Manager) plugNetwork(ctx context.Context, req *PlugNetworkRequest) (*Pl
 			return nil, err
 		}
 		var warn warnings
-		if err := m.upInterface(ctx, ns, file, &warn); err != nil {
+		if err := m.upInterface(ctx, ns, file, converge, &warn); err != nil {
 			return nil, &PlugError{Message: failMsg, Details: err.Error(), Err: err}
 		}
+		m.doneConverge(name)
 		m.log.Info("interface updated", "ns", ns.Name(), "interface", name, "mac", req.MACAddress)
 		return &PlugResult{Interface: name, Details: "Updated existing interface " + name, Warnings: warn}, nil
 	}
@@ -152,6 +158,13 @@ func (m *Manager) plugNetwork(ctx context.Context, req *PlugNetworkRequest) (*Pl
 // back to the root namespace under its old name, files are restored), so
 // that the controller's retry starts from scratch.
 func (m *Manager) plugNew(ctx context.Context, ns *Namespace, root netlink.Link, mac string, file *InterfaceFile, failMsg string) (w warnings, err error) {
+	// A crash from here on leaves the interface to be converged by the
+	// restore at the next start; a plug that ends, done or undone,
+	// clears the mark (deferred first: it runs after the undo).
+	if err := m.markConverge(file.Name, mac); err != nil {
+		return nil, err
+	}
+	defer m.doneConverge(file.Name)
 	var undo []func()
 	defer func() {
 		if err != nil {
@@ -196,7 +209,7 @@ func (m *Manager) plugNew(ctx context.Context, ns *Namespace, root netlink.Link,
 			m.log.Error("moving NIC back to the root namespace failed", "ns", ns.Name(), "interface", file.Name, "err", uerr)
 		}
 	})
-	if err := m.upInterface(ctx, ns, file, &w); err != nil {
+	if err := m.upInterface(ctx, ns, file, converge, &w); err != nil {
 		return nil, &PlugError{Message: failMsg, Details: err.Error(), Err: err}
 	}
 	return w, nil

@@ -5,7 +5,9 @@
 # haproxy or keepalived never runs next to ours.
 #
 #   scripts/deps.sh            packages for build, demo, tests, the Debian
-#                              package (lintian) and the image (diskimage-builder)
+#                              package (lintian), the image (diskimage-builder)
+#                              and the VM tests (qemu, genisoimage for config
+#                              drives, ssh, a kernel for the KVM probe boot)
 #   scripts/deps.sh bench      ... plus the reference agent (octavia-agent)
 set -eu
 
@@ -13,7 +15,8 @@ PKGS="haproxy keepalived nftables ipvsadm iproute2 procps curl ca-certificates
       dbus dbus-user-session systemd python3 python3-octavia python3-cryptography
       tcpdump socat wrk util-linux debootstrap systemd-container
       rsyslog prometheus python3-psutil
-      python3-diskimage-builder qemu-utils sudo kpartx lintian"
+      python3-diskimage-builder qemu-utils sudo kpartx lintian
+      qemu-system-x86 genisoimage openssh-client cpio linux-image-amd64"
 case "${1:-}" in
   bench) PKGS="$PKGS octavia-agent" ;;
   "") ;;

@@ -129,6 +129,10 @@ func NewSupervisor(opts SupervisorOptions) (*Supervisor, error) {
 	}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 
+	// specs whose write a crash interrupted
+	if removed, err := fsutil.RemoveTemps(dir, nil); len(removed) > 0 || err != nil {
+		s.log.Info("temporary files of interrupted writes removed", "dir", dir, "files", fmt.Sprint(removed), "err", err)
+	}
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil {
 		return nil, err

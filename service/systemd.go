@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -84,6 +85,12 @@ func NewSystemd(ctx context.Context, opts SystemdOptions) (*Systemd, error) {
 	if _, _, err := m.connection(ctx); err != nil {
 		m.cancel()
 		return nil, err
+	}
+	// unit files whose write a crash interrupted (only unit names: the
+	// directory is shared with the system's units)
+	removed, err := fsutil.RemoveTemps(opts.UnitDir, func(t string) bool { return strings.HasSuffix(t, ".service") })
+	if len(removed) > 0 || err != nil {
+		m.log.Info("temporary files of interrupted writes removed", "dir", opts.UnitDir, "files", fmt.Sprint(removed), "err", err)
 	}
 	return m, nil
 }
@@ -446,7 +453,10 @@ func (m *Systemd) unitState(ctx context.Context, unit string) (State, error) {
 }
 
 // Remove stops the unit if it runs, disables it, deletes its file and
-// daemon-reloads. An unknown unit is not an error.
+// daemon-reloads. An unknown unit is not an error. A unit file the agent
+// did not write (not a regular file starting with GeneratedMarker: the
+// image's, an operator's, a mask) is stopped but never disabled or
+// deleted.
 func (m *Systemd) Remove(ctx context.Context, name string) error {
 	if err := checkName(name); err != nil {
 		return &OpError{Name: name, Op: "remove", Err: err}
@@ -458,8 +468,7 @@ func (m *Systemd) Remove(ctx context.Context, name string) error {
 	defer unlock()
 	unit := unitName(name)
 	path := filepath.Join(m.opts.UnitDir, unit)
-	_, statErr := os.Lstat(path)
-	fileExists := statErr == nil
+	fileExists, owned := ownedUnitFile(path)
 
 	st, err := m.unitState(ctx, unit)
 	switch {
@@ -474,6 +483,10 @@ func (m *Systemd) Remove(ctx context.Context, name string) error {
 			!errors.Is(err, ErrNotFound) {
 			return &OpError{Name: name, Op: "remove", Err: err}
 		}
+	}
+	if fileExists && !owned {
+		m.log.Warn("unit file not written by the agent kept (stopped, not disabled)", "unit", unit, "path", path)
+		return nil
 	}
 	if fileExists {
 		err := m.call(ctx, func(c *sddbus.Conn) error {
@@ -496,6 +509,27 @@ func (m *Systemd) Remove(ctx context.Context, name string) error {
 	_ = m.call(ctx, func(c *sddbus.Conn) error { return c.ResetFailedUnitContext(ctx, unit) })
 	m.log.Info("unit removed", "unit", unit)
 	return nil
+}
+
+// ownedUnitFile reports whether a unit file exists at path (a link
+// counts) and whether the agent wrote it: a regular file that starts with
+// GeneratedMarker.
+func ownedUnitFile(path string) (exists, owned bool) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return false, false
+	}
+	if !fi.Mode().IsRegular() {
+		return true, false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return true, false
+	}
+	defer f.Close()
+	head := make([]byte, len(GeneratedMarker))
+	n, _ := io.ReadFull(f, head)
+	return true, string(head[:n]) == GeneratedMarker
 }
 
 // mapDBusErr translates systemd's D-Bus errors into the package sentinels.

@@ -232,6 +232,13 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, foreign) {
 		t.Fatal("foreign unit file overwritten")
 	}
+	// the agent's own unit again
+	if err := os.Remove(unitPath); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := m.Install(ctx, svc); err != nil || !changed {
+		t.Fatalf("Install after the foreign unit went: changed=%v err=%v", changed, err)
+	}
 
 	// stop
 	if err := m.Stop(ctx, name); err != nil {
@@ -270,6 +277,35 @@ func TestSystemdHAProxyLifecycle(t *testing.T) {
 	if err := m.Remove(ctx, name); err != nil {
 		t.Fatalf("second Remove: %v", err)
 	}
+
+	// a unit file the agent did not write (the image's, an operator's,
+	// a mask) is never deleted: DELETE only removes what the agent owns
+	// (issue 13, defect 2; this part failed before: the file went)
+	if err := os.WriteFile(unitPath, foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	um.systemctl(t, "daemon-reload")
+	if err := m.Remove(ctx, name); err != nil {
+		t.Fatalf("Remove of a foreign unit: %v", err)
+	}
+	if b, _ := os.ReadFile(unitPath); !bytes.Equal(b, foreign) {
+		t.Error("Remove deleted a unit file the agent did not write")
+	}
+	if err := os.Remove(unitPath); err != nil {
+		t.Fatal(err)
+	}
+	masked := filepath.Join(filepath.Dir(unitPath), name+".service")
+	if err := os.Symlink("/dev/null", masked); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Remove(ctx, name); err != nil {
+		t.Fatalf("Remove of a masked unit: %v", err)
+	}
+	if target, err := os.Readlink(masked); err != nil || target != "/dev/null" {
+		t.Errorf("Remove unmasked the unit: %q %v", target, err)
+	}
+	_ = os.Remove(masked)
+	um.systemctl(t, "daemon-reload")
 }
 
 // Jobs queued through two connections at once (the agent and, say, an

@@ -100,14 +100,6 @@ func treeStats(root int) []procStat {
 	return out
 }
 
-func pids(sts []procStat) []int {
-	out := make([]int, len(sts))
-	for i, s := range sts {
-		out[i] = s.PID
-	}
-	return out
-}
-
 // cpuTicks sums Ticks over a process set.
 //
 // CPU of a process tree over a window is cpuTicks(tree at end) -
@@ -205,12 +197,6 @@ func memoryMedian(root, n int, interval time.Duration) memSample {
 	}
 	slices.SortFunc(samples, func(a, b memSample) int { return int(a.PSSKiB - b.PSSKiB) })
 	return samples[len(samples)/2]
-}
-
-// alive reports whether pid exists and is not a zombie.
-func alive(pid int) bool {
-	st, err := readStat(pid)
-	return err == nil && st.State != 'Z'
 }
 
 // mountNS returns the mount namespace link of a process ("mnt:[4026...]").

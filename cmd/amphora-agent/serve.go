@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +18,9 @@ import (
 	"github.com/octavia-go/amphora-agent/agent/heartbeat"
 	"github.com/octavia-go/amphora-agent/agent/hostinfo"
 	"github.com/octavia-go/amphora-agent/certs"
+	"github.com/octavia-go/amphora-agent/internal/fsutil"
 	"github.com/octavia-go/amphora-agent/internal/memtrim"
+	"github.com/octavia-go/amphora-agent/internal/spool"
 	"github.com/octavia-go/amphora-agent/netns"
 )
 
@@ -51,6 +55,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	if err := os.MkdirAll(cfg.BasePath, 0o755); err != nil {
 		return fmt.Errorf("[haproxy_amphora] base_path: %w", err)
 	}
+	removeTemps(cfg, log)
 	go followSyslogSettings(ctx, cfgStore, logs)
 	units, systemd, err := serviceManager(ctx, cfg, log)
 	if err != nil {
@@ -106,6 +111,23 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	err = srv.Serve(ctx, ln)
 	log.Info("amphora agent stopped")
 	return err
+}
+
+// removeTemps removes the temporary files a crash in the middle of a
+// write left next to the files serve itself writes: the configuration
+// file (PUT /1.0/config), the heartbeat counters, and the spool files
+// of uploads (where they cannot be anonymous). The components
+// clean their own directories when they start.
+func removeTemps(cfg *config.Config, log *slog.Logger) {
+	for _, f := range append([]string{filepath.Join(cfg.BasePath, heartbeat.CountersFile)}, cfg.Files...) {
+		removed, err := fsutil.RemoveTemps(filepath.Dir(f), func(t string) bool { return t == filepath.Base(f) })
+		if len(removed) > 0 || err != nil {
+			log.Info("temporary files of interrupted writes removed", "files", strings.Join(removed, " "), "err", err)
+		}
+	}
+	if removed, err := spool.RemoveLeftovers(cfg.BasePath); len(removed) > 0 || err != nil {
+		log.Info("upload spool files of interrupted requests removed", "files", strings.Join(removed, " "), "err", err)
+	}
 }
 
 // restoreNetwork brings the plugged interfaces back after a reboot (the

@@ -5,7 +5,8 @@
 // content lands in a temporary file in the same directory, is fsynced,
 // gets its final mode, and is renamed over the target; the directory is
 // fsynced afterwards. A reader (or a crash) sees the old file or the new
-// one, never a mix.
+// one, never a mix; what a crash leaves is a temporary file, which its
+// owner removes at start-up (RemoveTemps).
 package fsutil
 
 import (
@@ -18,8 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-
-	"github.com/google/renameio/v2"
 )
 
 // WriteFile atomically replaces path with data, with mode perm exactly
@@ -37,32 +36,108 @@ var ErrTooLarge = errors.New("content exceeds the size limit")
 // It returns the number of bytes written and their lowercase hex MD5.
 // limit <= 0 means no limit; above the limit nothing is replaced and
 // ErrTooLarge is returned.
-func WriteReader(path string, r io.Reader, perm os.FileMode, limit int64) (int64, string, error) {
-	// Stage next to the target, always: renameio would otherwise use
-	// $TMPDIR when it is on the same file system, leaving key material
-	// in a shared, world-listable directory while it is written.
-	t, err := renameio.NewPendingFile(path, renameio.WithStaticPermissions(perm), renameio.WithTempDir(filepath.Dir(path)))
+//
+// The temporary file is ".<name>.tmp-<random>" in path's directory,
+// always: never in a shared directory such as /tmp (key material), and
+// under a name RemoveTemps recognises when a crash left it behind.
+func WriteReader(path string, r io.Reader, perm os.FileMode, limit int64) (n int64, sum string, err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+tempInfix+"*")
 	if err != nil {
 		return 0, "", fmt.Errorf("write %s: %w", path, err)
 	}
-	defer t.Cleanup()
+	done := false
+	defer func() {
+		if !done {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	// The mode exactly, whatever the umask (CreateTemp makes 0600).
+	if err := f.Chmod(perm); err != nil {
+		return 0, "", fmt.Errorf("write %s: %w", path, err)
+	}
 	h := md5.New()
 	src := r
 	if limit > 0 {
 		src = io.LimitReader(r, limit+1)
 	}
-	n, err := io.Copy(io.MultiWriter(t, h), src)
+	n, err = io.Copy(io.MultiWriter(f, h), src)
 	if err != nil {
 		return n, "", fmt.Errorf("write %s: %w", path, err)
 	}
 	if limit > 0 && n > limit {
 		return n, "", ErrTooLarge
 	}
-	if err := t.CloseAtomicallyReplace(); err != nil {
+	if err := f.Sync(); err != nil {
 		return n, "", fmt.Errorf("write %s: %w", path, err)
 	}
-	return n, hex.EncodeToString(h.Sum(nil)), syncDir(filepath.Dir(path))
+	if err := f.Close(); err != nil {
+		return n, "", fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		done = true
+		return n, "", fmt.Errorf("write %s: %w", path, err)
+	}
+	done = true
+	return n, hex.EncodeToString(h.Sum(nil)), syncDir(dir)
 }
+
+// tempInfix marks the temporary files of WriteReader.
+const tempInfix = ".tmp-"
+
+var tempRE = regexp.MustCompile(`^\.(.+)\.tmp-[0-9]+$`)
+
+// TempTarget reports whether name is a temporary file of WriteReader and
+// the name of the file it was to replace.
+func TempTarget(name string) (target string, ok bool) {
+	m := tempRE.FindStringSubmatch(name)
+	if m == nil {
+		return "", false
+	}
+	return m[1], true
+}
+
+// RemoveTemps removes from dir the temporary files WriteReader left
+// behind (a crash between creating one and renaming it), those whose
+// target owns accepts (nil: all of them). Call it where no write into dir
+// can be under way: at start-up, or under the lock of dir's owner. It
+// returns the names removed; a missing dir is not an error.
+func RemoveTemps(dir string, owns func(target string) bool) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		target, ok := TempTarget(e.Name())
+		if !ok || !e.Type().IsRegular() || owns != nil && !owns(target) {
+			continue
+		}
+		if err := Remove(filepath.Join(dir, e.Name())); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	if len(removed) > 0 {
+		if err := syncDir(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
+}
+
+// StagedSuffix is the suffix of the file WriteChecked stages.
+const StagedSuffix = ".new"
 
 // Rename renames oldpath to newpath and makes the change durable.
 func Rename(oldpath, newpath string) error {
@@ -83,7 +158,7 @@ func WriteChecked(path string, data []byte, perm os.FileMode, check func(staged 
 // WriteCheckedReader is WriteChecked streaming its content from r: the
 // staged file is written as r is read, and check reads it from disk.
 func WriteCheckedReader(path string, r io.Reader, perm os.FileMode, check func(staged string) error) error {
-	staged := path + ".new"
+	staged := path + StagedSuffix
 	if _, _, err := WriteReader(staged, r, perm, 0); err != nil {
 		return err
 	}

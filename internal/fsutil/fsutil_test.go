@@ -150,3 +150,50 @@ func TestStagesNextToTarget(t *testing.T) {
 		t.Fatalf("target dir during the write: %v, want one temporary file", p.dirs[dir])
 	}
 }
+
+// TestRemoveTemps: what a crash in the middle of WriteReader leaves (its
+// temporary file, named after the target) is recognised and removed;
+// anything else in the directory stays.
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	// the name WriteReader uses, seen while it writes
+	p := &probeReader{dirs: map[string][]string{dir: nil}}
+	if _, _, err := WriteReader(filepath.Join(dir, "haproxy.cfg"), p, 0o600, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.dirs[dir]) != 1 {
+		t.Fatalf("during the write: %v", p.dirs[dir])
+	}
+	if target, ok := TempTarget(p.dirs[dir][0]); !ok || target != "haproxy.cfg" {
+		t.Fatalf("TempTarget(%q) = %q, %v", p.dirs[dir][0], target, ok)
+	}
+	// left by crashes
+	for _, n := range []string{p.dirs[dir][0], ".server.pem.tmp-42", ".a.json.tmp-7"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("half"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// not ours
+	keep := []string{"haproxy.cfg", ".hidden", ".x.tmp-", ".x.tmp-1a", "y.tmp-1", ".vimrc.tmp"}
+	for _, n := range keep[1:] {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveTemps(dir, func(target string) bool { return target != "a.json" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != 2 {
+		t.Errorf("removed %v, want the haproxy.cfg and server.pem temporary files", removed)
+	}
+	keep = append(keep, ".a.json.tmp-7") // not accepted by owns
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if removed, err := RemoveTemps(filepath.Join(dir, "absent"), nil); err != nil || len(removed) != 0 {
+		t.Errorf("missing dir: %v %v", removed, err)
+	}
+}

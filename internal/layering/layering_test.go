@@ -22,8 +22,10 @@ const module = "github.com/octavia-go/amphora-agent"
 // must find its place here, or the test fails and says so.
 var layers = [][]string{
 	// programs: the agent binary, the benchmark driver, the development
-	// PKI generator, the image and VM harnesses (tests)
-	{"cmd", "bench", "internal/testutil/devpki", "image", "test"},
+	// PKI generator, the image tests, "make vm"'s command
+	{"cmd", "bench", "internal/testutil/devpki", "image", "test/vm/cmd"},
+	// the VM harness (test/vm: its tests and "make vm" use it)
+	{"test"},
 	// the REST API and the heartbeat
 	{"agent", "agent/heartbeat"},
 	// what the API and the heartbeat read: configuration, host probes

@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 
 	"golang.org/x/sys/unix"
 )
@@ -106,6 +107,35 @@ func openUnlinked(dir string) (*os.File, error) {
 		return nil, fmt.Errorf("spool in %s: %w", dir, err)
 	}
 	return os.NewFile(uintptr(fd), name), nil
+}
+
+var leftoverRE = regexp.MustCompile(`^\.spool-[0-9a-f]{16}$`)
+
+// RemoveLeftovers removes from dir the spool files a crash between
+// creating and unlinking them left (only where O_TMPFILE is not
+// supported). Call it at start-up, before anything spools into dir. It
+// returns the names removed.
+func RemoveLeftovers(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !leftoverRE.MatchString(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, errors.Join(errs...)
 }
 
 // Read reads the received content.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -86,5 +87,35 @@ func TestOpenUnlinked(t *testing.T) {
 	}
 	if fi, err := f.Stat(); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, %v", fi.Mode(), err)
+	}
+}
+
+// TestRemoveLeftovers: the name openUnlinked gives a spool file for an
+// instant is recognised and removed; other files stay.
+func TestRemoveLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	f, err := openUnlinked(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := filepath.Base(f.Name())
+	f.Close()
+	keep := []string{".spool-", ".spool-0123", "spool-0123456789abcdef", "haproxy.cfg"}
+	for _, n := range append([]string{left}, keep...) {
+		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removed, err := RemoveLeftovers(dir)
+	if err != nil || len(removed) != 1 || removed[0] != left {
+		t.Fatalf("removed %v, %v; want [%s]", removed, err, left)
+	}
+	for _, n := range keep {
+		if _, err := os.Stat(filepath.Join(dir, n)); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if removed, err := RemoveLeftovers(filepath.Join(dir, "absent")); err != nil || removed != nil {
+		t.Errorf("missing dir: %v %v", removed, err)
 	}
 }

@@ -324,6 +324,28 @@ func (a *Agent) Stop() {
 	}
 }
 
+// Kill ends the agent with SIGKILL, as a crash would (no shutdown code
+// runs), and waits (bounded) until it is gone.
+func (a *Agent) Kill() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	p := a.cmd.Process
+	a.cmd = nil
+	_ = p.Kill()
+	for i := 0; i < 300; i++ {
+		if p.Signal(syscall.Signal(0)) != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if log := a.Log(); strings.Contains(log, "WARNING: DATA RACE") {
+		a.t.Errorf("the agent reported a data race:\n%s", log)
+	}
+}
+
 // Restart stops and starts the agent with the same configuration.
 func (a *Agent) Restart() {
 	a.t.Helper()
