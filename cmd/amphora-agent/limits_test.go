@@ -455,6 +455,14 @@ func startLB(t *testing.T, a *testutil.Agent, sockDir, lbID string) {
 	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+a.AmphoraID+"/"+lbID+"/haproxy", []byte(lbConfig(sockDir, lbID, testutil.NewUUID()))); code != http.StatusAccepted {
 		t.Fatalf("upload: %d %s", code, body)
 	}
+	// haproxy outlives the agent by design (a restart never disturbs the
+	// data plane): stop it before the agent goes (cleanups run last
+	// registered first).
+	t.Cleanup(func() {
+		if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+lbID+"/stop", nil); code != http.StatusAccepted {
+			t.Errorf("stop: %d %s", code, body)
+		}
+	})
 	if code, _, body := a.Do(http.MethodPut, "/1.0/loadbalancer/"+lbID+"/start", nil); code != http.StatusAccepted {
 		t.Fatalf("start: %d %s\n%s", code, body, a.Log())
 	}
