@@ -5,20 +5,16 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
 
 // Netns is a named network namespace the harness created (ip netns add),
@@ -73,93 +69,13 @@ func (n *Netns) Exists() bool {
 	return err == nil
 }
 
-// PIDs lists the processes whose network namespace this is.
-func (n *Netns) PIDs() []int {
-	var st syscall.Stat_t
-	if err := syscall.Stat(n.Path(), &st); err != nil {
-		return nil
-	}
-	return pidsInNetns(st.Ino)
-}
-
-func pidsInNetns(ino uint64) []int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	self := os.Getpid()
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		var st syscall.Stat_t
-		if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) == nil && st.Ino == ino {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // Delete kills the processes left inside (by PID), then removes the
-// namespace.
-func (n *Netns) Delete() error {
-	if pids := n.PIDs(); len(pids) > 0 {
-		for _, p := range pids {
-			_ = syscall.Kill(p, syscall.SIGKILL)
-		}
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) && len(n.PIDs()) > 0 {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	if !n.Exists() {
-		return nil
-	}
-	if out, err := exec.Command("ip", "netns", "del", n.Name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del %s: %v: %s", n.Name, err, out)
-	}
-	return nil
-}
+// namespace (testutil.DeleteNetNS, the tests' one way to do it).
+func (n *Netns) Delete() error { return testutil.DeleteNetNS(n.Name) }
 
-// Do runs f on a goroutine locked to an OS thread switched into the
-// namespace: sockets f creates belong to it. The thread is switched back
-// before it is unlocked; one that cannot be restored dies with its
-// goroutine.
-func (n *Netns) Do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		target, err := netns.GetFromName(n.Name)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter netns %s: %w", n.Name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return // still locked: the runtime ends the thread
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+// Do runs f on a thread switched into the namespace with the agent's own
+// nsthread.Do (through testutil.InNetNS): sockets f creates belong to it.
+func (n *Netns) Do(f func() error) error { return testutil.InNetNS(n.Name, f) }
 
 // DialContext opens a connection from inside the namespace.
 func (n *Netns) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
