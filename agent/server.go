@@ -57,6 +57,11 @@ type Deps struct {
 	// Limits bound connections, uploads and response writes (zero
 	// fields: defaults).
 	Limits Limits
+	// Activity, when set, is called as each request starts; the function
+	// it returns, as the request ends. serve gives the memory keeper's
+	// (internal/memtrim): what a burst of requests leaves behind is given
+	// back once the burst is over.
+	Activity func() (end func())
 }
 
 // Server is the agent's HTTPS API.
@@ -102,6 +107,9 @@ func New(d Deps) *Server {
 // gin router.
 func (s *Server) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.Activity != nil {
+			defer s.Activity()()
+		}
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK,
 			rc: http.NewResponseController(w), writeTimeout: s.Limits.ResponseWriteTimeout}

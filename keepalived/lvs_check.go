@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/internal/execx"
@@ -67,17 +68,19 @@ func withoutNamespace(data []byte) []byte {
 //   - quorum/hysteresis adjustments when every member has weight 0;
 //   - a virtual server without real servers (a pool without enabled
 //     member, a disabled pool): keepalived ignores it.
-var lvsTolerated = []*regexp.Regexp{
-	regexp.MustCompile(`^Virtual server .* has no real servers - ignoring$`),
-	regexp.MustCompile(`^SECURITY VIOLATION - check scripts are being executed but script_security not enabled`),
-	regexp.MustCompile(`^Address family of virtual server and real server .* don't match - skipping real server`),
-	regexp.MustCompile(`hysteresis \d+ >= quorum \d+; setting hysteresis to \d+$`),
-}
+var lvsTolerated = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{
+		regexp.MustCompile(`^Virtual server .* has no real servers - ignoring$`),
+		regexp.MustCompile(`^SECURITY VIOLATION - check scripts are being executed but script_security not enabled`),
+		regexp.MustCompile(`^Address family of virtual server and real server .* don't match - skipping real server`),
+		regexp.MustCompile(`hysteresis \d+ >= quorum \d+; setting hysteresis to \d+$`),
+	}
+})
 
 // ClassifyLVS is Classify for LVS configurations.
 func ClassifyLVS(out []byte) (fatal, tol []string) {
 	fatal, tol = Classify(out)
-	fatal, more := partition(fatal, lvsTolerated)
+	fatal, more := partition(fatal, lvsTolerated())
 	return fatal, append(tol, more...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // LVSConfig is what the agent reads from a keepalived LVS configuration
@@ -55,9 +56,13 @@ type LVSMember struct {
 }
 
 var (
-	lvsCommentRE  = regexp.MustCompile(`#\sConfiguration\sfor\s(\w+)\s(\w{8}-\w{4}-\w{4}-\w{4}-\w{12})`)
-	lvsDisabledRE = regexp.MustCompile(`#\s(\w+)\s(\w{8}-\w{4}-\w{4}-\w{4}-\w{12}) is disabled`)
-	lvsCheckerRE  = regexp.MustCompile(`MISC_CHECK|HTTP_GET|TCP_CHECK`)
+	lvsCommentRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`#\sConfiguration\sfor\s(\w+)\s(\w{8}-\w{4}-\w{4}-\w{4}-\w{12})`)
+	})
+	lvsDisabledRE = sync.OnceValue(func() *regexp.Regexp {
+		return regexp.MustCompile(`#\s(\w+)\s(\w{8}-\w{4}-\w{4}-\w{4}-\w{12}) is disabled`)
+	})
+	lvsCheckerRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`MISC_CHECK|HTTP_GET|TCP_CHECK`) })
 )
 
 // ParseLVSConfig reads an LVS configuration. It never fails: what it
@@ -65,7 +70,7 @@ var (
 func ParseLVSConfig(data []byte) *LVSConfig {
 	c := &LVSConfig{
 		VirtualServer: bytes.Contains(data, []byte("virtual_server")),
-		Monitor:       lvsCheckerRE.Match(data),
+		Monitor:       lvsCheckerRE().Match(data),
 	}
 	var (
 		enabled  []string
@@ -86,7 +91,7 @@ func ParseLVSConfig(data []byte) *LVSConfig {
 			}
 			continue
 		}
-		if m := lvsCommentRE.FindStringSubmatch(line); m != nil {
+		if m := lvsCommentRE().FindStringSubmatch(line); m != nil {
 			switch m[1] {
 			case "Listener":
 				if c.ListenerID == "" {
@@ -101,7 +106,7 @@ func ParseLVSConfig(data []byte) *LVSConfig {
 			}
 			continue
 		}
-		if m := lvsDisabledRE.FindStringSubmatch(line); m != nil {
+		if m := lvsDisabledRE().FindStringSubmatch(line); m != nil {
 			switch m[1] {
 			case "Listener":
 				c.Disabled = true

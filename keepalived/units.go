@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strconv"
+	"sync"
 	"syscall"
 	"text/template"
 
@@ -12,8 +13,14 @@ import (
 
 // unitTemplate is the unit of every keepalived the agent runs, the VRRP
 // one (UnitParams) and those of the LVS listeners (LVSUnitParams); they
-// differ only in their options and files.
-var unitTemplate = template.Must(template.New("keepalived").Parse(`[Unit]
+// differ only in their options and files. Parsed on first use, like
+// the package's expressions: the agent's heap holds it only once a
+// keepalived runs.
+var unitTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("keepalived").Parse(unitText))
+})
+
+const unitText = `[Unit]
 Description=Keepalive Daemon (LVS and VRRP)
 After=network-online.target{{if .Netns}} {{.Netns}}.service{{end}}
 Wants=network-online.target
@@ -34,7 +41,7 @@ RestartSec=1
 
 [Install]
 WantedBy=multi-user.target
-`))
+`
 
 // unit is what a keepalived service is rendered from.
 type unit struct {
@@ -60,7 +67,7 @@ func (u unit) service() (service.Service, error) {
 		}
 	}
 	var text bytes.Buffer
-	if err := unitTemplate.Execute(&text, u); err != nil {
+	if err := unitTemplate().Execute(&text, u); err != nil {
 		return service.Service{}, fmt.Errorf("render %s: %w", u.what, err)
 	}
 	argv := []string{u.IPCmd, "netns", "exec", u.Namespace, u.Cmd, "-n", "-l", "--log-facility=" + strconv.Itoa(u.LogFacility)}

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/octavia-go/amphora-agent/internal/execx"
@@ -86,20 +87,24 @@ func namespaceExists(name string) bool {
 }
 
 // linePrefix is keepalived's "(file: Line 12) " or "(Line 12) " prefix.
-var linePrefix = regexp.MustCompile(`^\((?:[^()]*: )?Line [0-9]+\) `)
+var linePrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\((?:[^()]*: )?Line [0-9]+\) `) })
 
 // tolerated are the diagnostics of keepalived 2.2.7 that do not make a
-// configuration unusable.
-var tolerated = []*regexp.Regexp{
-	// keepalived's own "this was corrected" notes: "WARNING - interface
-	// eth1 ... doesn't exist", "(vrrp) Warning - nopreempt will not work
-	// with initial state MASTER - clearing", "WARNING - default user
-	// 'keepalived_script' ... does not exist".
-	regexp.MustCompile(`(?i)\bwarning\b`),
-	regexp.MustCompile(`^Truncating auth_pass to 8 characters`),
-	regexp.MustCompile(`^SECURITY VIOLATION - scripts are being executed but script_security not enabled`),
-	regexp.MustCompile(`^Non-existent interface specified in configuration`),
-}
+// configuration unusable. Like the other expressions of the package,
+// they are compiled on first use: the agent holds them in its heap only
+// once it checks a keepalived configuration.
+var tolerated = sync.OnceValue(func() []*regexp.Regexp {
+	return []*regexp.Regexp{
+		// keepalived's own "this was corrected" notes: "WARNING - interface
+		// eth1 ... doesn't exist", "(vrrp) Warning - nopreempt will not work
+		// with initial state MASTER - clearing", "WARNING - default user
+		// 'keepalived_script' ... does not exist".
+		regexp.MustCompile(`(?i)\bwarning\b`),
+		regexp.MustCompile(`^Truncating auth_pass to 8 characters`),
+		regexp.MustCompile(`^SECURITY VIOLATION - scripts are being executed but script_security not enabled`),
+		regexp.MustCompile(`^Non-existent interface specified in configuration`),
+	}
+})
 
 // Classify splits the output of `keepalived -t` into the diagnostics that
 // make the configuration unusable and the tolerated ones, each without
@@ -115,14 +120,14 @@ func Classify(out []byte) (fatal, tol []string) {
 		seen[line] = true
 		lines = append(lines, line)
 	}
-	return partition(lines, tolerated)
+	return partition(lines, tolerated())
 }
 
 // partition splits diagnostics into those whose message (without the
 // line prefix) matches none of res and those matching one, in order.
 func partition(lines []string, res []*regexp.Regexp) (other, matched []string) {
 	for _, line := range lines {
-		msg := linePrefix.ReplaceAllString(line, "")
+		msg := linePrefix().ReplaceAllString(line, "")
 		if slices.ContainsFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(msg) }) {
 			matched = append(matched, line)
 		} else {

@@ -78,6 +78,8 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	defer wg.Wait()
 	proxy := &proxyService{store: cfgStore, units: units, netnsUnit: netnsUnit, lbs: dp.inv, agentArgv: agentArgv(cfg), log: log}
 	proxy.Sync(ctx)
+	// Memory start-up and bursts of requests leave behind (internal/memtrim).
+	keeper := &memtrim.Keeper{Interval: time.Second, Threshold: 1 << 20, Settle: 5, Log: log}
 	hb := heartbeat.New(cfgStore, heartbeat.Sources{LoadBalancers: dp.lbs, LVS: dp.lvs, VRRP: dp.vrrp.Paths()}, log)
 	hbCtx, stopHB := context.WithCancel(ctx)
 	defer stopHB()
@@ -91,6 +93,9 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 		Net:    nw,
 		VRRP:   dp.vrrp,
 		LVS:    dp.lvs,
+		// The keeper gives back what a burst of requests left once it
+		// is over.
+		Activity: keeper.Begin,
 	})
 	ln, err := net.Listen("tcp", cfg.ListenAddr())
 	if err != nil {
@@ -105,8 +110,6 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	} else if sent {
 		log.Debug("systemd notified: ready")
 	}
-	// Memory start-up and bursts of requests leave behind (internal/memtrim).
-	keeper := &memtrim.Keeper{Interval: time.Second, Threshold: 1 << 20, Settle: 5, Log: log}
 	wg.Go(func() { keeper.Run(hbCtx) })
 	err = srv.Serve(ctx, ln)
 	log.Info("amphora agent stopped")

@@ -1,6 +1,9 @@
 package promproxy
 
-import "strings"
+import (
+	"strings"
+	"sync"
+)
 
 // The metric table: which of haproxy's exporter series a tenant sees, and
 // under which Octavia name. It is the reference proxy's
@@ -190,9 +193,10 @@ var families = []metricFamily{
 	}},
 }
 
-// table is the flattened, ordered list of entries; index is its lookup
-// by key.
-var table, index = buildTable()
+// tables returns the flattened, ordered list of entries and its lookup
+// by key, built on first use: only the proxy's process translates, not
+// the agent that links the package to run it.
+var tables = sync.OnceValues(buildTable)
 
 func buildTable() ([]entry, map[string]int) {
 	var out []entry

@@ -46,6 +46,7 @@ print(json.dumps([[k, v[0], v[1], list((v[2] or {}).items())] for k, v in pp.MET
 	if err := json.Unmarshal(out, &ref); err != nil {
 		t.Fatal(err)
 	}
+	table, _ := tables()
 	var got [][]any
 	for _, e := range table {
 		var help any

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"sync"
 	"text/template"
 
 	"github.com/octavia-go/amphora-agent/service"
@@ -29,7 +30,12 @@ type ServiceParams struct {
 
 // The unit has no [Install] section: the agent starts it while a load
 // balancer has a PROMETHEUS listener and stops it when none has.
-var unitTemplate = template.Must(template.New("unit").Parse(`[Unit]
+// Parsed on first use (a load balancer with a PROMETHEUS listener).
+var unitTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("unit").Parse(unitText))
+})
+
+const unitText = `[Unit]
 Description=Octavia amphora Prometheus proxy (Octavia metrics from haproxy's exporter)
 After=network.target syslog.service {{.NetnsUnit}}.service
 Wants=syslog.service {{.NetnsUnit}}.service
@@ -41,7 +47,7 @@ ExecStart={{.IPCmd}} netns exec {{.Namespace}} {{.Agent}} prometheus-proxy
 KillMode=mixed
 Restart=always
 RestartSec=2
-`))
+`
 
 // Service renders the proxy's service for both managers.
 func (p ServiceParams) Service() (service.Service, error) {
@@ -50,7 +56,7 @@ func (p ServiceParams) Service() (service.Service, error) {
 		quoted[i] = systemdQuote(a)
 	}
 	var unit bytes.Buffer
-	err := unitTemplate.Execute(&unit, struct {
+	err := unitTemplate().Execute(&unit, struct {
 		ServiceParams
 		Agent string
 	}{p, strings.Join(quoted, " ")})

@@ -32,6 +32,7 @@ type translator struct {
 // holds neither, so a key occurs at offset i exactly when the text from i
 // up to the first ' ' or '{' is that key.
 func match(line []byte) (entry, bool) {
+	table, index := tables()
 	best := -1
 	for off := 0; off < len(line); {
 		i := bytes.Index(line[off:], keyPrefix)

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -25,13 +26,46 @@ import (
 // The same growth is the sign of a burst of work (requests, uploads)
 // that left free heap behind, which the Go runtime returns to the system
 // only slowly: a release also returns it (debug.FreeOSMemory: one
-// garbage collection). Steady work triggers no release, so a large load
-// balancer's heartbeat never pays for a collection it would undo at once.
+// garbage collection, run before the program pages are dropped so that
+// its own walk of the stacks does not map them again). Steady work
+// triggers no release, so a large load balancer's heartbeat never pays
+// for a collection it would undo at once.
+//
+// Work that comes in bursts (API requests) reports itself with Begin:
+// once a burst is over — nothing in flight for a whole Interval — the
+// next check releases at once, whatever the growth and even while an
+// earlier release is settling, so what the burst left (its program
+// pages, the garbage of its requests, free heap) is given back within
+// two Intervals of its last request instead of waiting for the growth
+// check to come round.
 type Keeper struct {
 	Interval  time.Duration // between checks
 	Threshold int64         // bytes of growth that trigger a release
 	Settle    int           // checks after a release before the working set is read
 	Log       *slog.Logger
+
+	inFlight atomic.Int64 // work begun and not ended
+	worked   atomic.Bool  // work ran since the last release
+	lastEnd  atomic.Int64 // when work last ended, unix nanoseconds
+}
+
+// Begin reports the start of one piece of bursty work (an API request);
+// the function it returns reports its end. Safe for concurrent use.
+func (k *Keeper) Begin() (end func()) {
+	k.inFlight.Add(1)
+	k.worked.Store(true)
+	return func() {
+		k.lastEnd.Store(time.Now().UnixNano())
+		k.worked.Store(true) // also when a release came in between
+		k.inFlight.Add(-1)
+	}
+}
+
+// burstOver says a burst of work ran since the last release and ended
+// at least one Interval ago.
+func (k *Keeper) burstOver(now time.Time) bool {
+	return k.worked.Load() && k.inFlight.Load() == 0 &&
+		now.Sub(time.Unix(0, k.lastEnd.Load())) >= k.Interval
 }
 
 // Run releases once after the first Interval (start-up is over), then
@@ -43,35 +77,38 @@ func (k *Keeper) Run(ctx context.Context) {
 	var working int64 = -1 // program pages in use after a release (see Keeper)
 	settling := 0          // checks left before the working set is read
 	releases := 0          // since the working set was last taken afresh
+	var now time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case now = <-tick.C:
 		}
 		file, err := fileResident()
 		if err != nil {
 			k.Log.Debug("memory check failed", "err", err)
 			return
 		}
-		if settling > 0 {
+		burst := k.burstOver(now)
+		if settling > 0 && !burst {
 			if settling--; settling == 0 && (working < 0 || file < working || releases >= refresh) {
 				working, releases = file, 0
 			}
 			continue
 		}
-		if working >= 0 && file-working < k.Threshold {
+		if !burst && working >= 0 && file-working < k.Threshold {
 			continue
 		}
+		k.worked.Store(false)
+		debug.FreeOSMemory()
 		released, err := ReleaseProgramPages()
 		if err != nil {
 			k.Log.Warn("program pages not released", "err", err)
 			return
 		}
-		debug.FreeOSMemory()
 		settling = max(k.Settle, 1)
 		releases++
-		k.Log.Debug("program pages released", "kib", released)
+		k.Log.Debug("program pages released", "kib", released, "after_burst", burst)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -83,4 +84,77 @@ func TestKeeperRunStops(t *testing.T) {
 	go func() { k.Run(ctx); close(done) }()
 	cancel()
 	<-done
+}
+
+// releaseLog records the keeper's release log lines.
+type releaseLog struct {
+	mu     sync.Mutex
+	bursts int // releases after a burst of work
+	others int // releases on growth (the first one: start-up)
+}
+
+func (l *releaseLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *releaseLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *releaseLog) WithGroup(string) slog.Handler            { return l }
+func (l *releaseLog) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "program pages released" {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	burst := false
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "after_burst" {
+			burst = a.Value.Bool()
+		}
+		return true
+	})
+	if burst {
+		l.bursts++
+	} else {
+		l.others++
+	}
+	return nil
+}
+
+func (l *releaseLog) counts() (bursts, others int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bursts, l.others
+}
+
+// A burst of work is followed by a release once it is over, even while
+// the previous release is still settling, and not while work is in
+// flight.
+func TestKeeperReleasesAfterBurst(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rl := &releaseLog{}
+	// Settle long enough that no growth check runs during the test: only
+	// the start-up release and burst releases happen.
+	k := &Keeper{Interval: 20 * time.Millisecond, Threshold: 1 << 40, Settle: 1 << 20, Log: slog.New(rl)}
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s after 10 s", what)
+			}
+		}
+	}
+	waitFor("start-up release", func() bool { _, o := rl.counts(); return o == 1 })
+
+	end := k.Begin()
+	time.Sleep(10 * k.Interval)
+	if b, _ := rl.counts(); b != 0 {
+		t.Fatalf("%d releases while a request was in flight", b)
+	}
+	end()
+	waitFor("release after the burst", func() bool { b, _ := rl.counts(); return b == 1 })
+	time.Sleep(10 * k.Interval)
+	if b, o := rl.counts(); b != 1 || o != 1 {
+		t.Fatalf("releases: %d after bursts, %d others; want 1 and 1 (nothing new without work)", b, o)
+	}
 }
