@@ -202,19 +202,29 @@ func startMember(t *testing.T) int {
 // get fetches url and returns status, headers and body.
 func get(t *testing.T, url string) (int, http.Header, string) {
 	t.Helper()
+	code, hdr, body, err := tryGet(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return code, hdr, body
+}
+
+// tryGet is get for polling: a refused connection (haproxy not bound
+// yet) is an answer to wait past, not a failure.
+func tryGet(url string) (int, http.Header, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		return 0, nil, "", fmt.Errorf("GET %s: %w", url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: body: %v", url, err)
+		return 0, nil, "", fmt.Errorf("GET %s: body: %w", url, err)
 	}
-	return resp.StatusCode, resp.Header, string(body)
+	return resp.StatusCode, resp.Header, string(body), nil
 }
 
 // rawGet sends GET /metrics over a fresh connection and returns the
@@ -359,10 +369,10 @@ func TestScrapeThroughListener(t *testing.T) {
 
 	var body string
 	testutil.WaitFor(t, 15*time.Second, func() (bool, string) {
-		var code int
-		code, _, body = get(t, url)
-		return code == 200 && strings.Contains(body, `state="DOWN"`) && strings.Contains(body, "octavia_member_status{"),
-			fmt.Sprintf("status %d, body:\n%.300s", code, body)
+		code, _, b, err := tryGet(url)
+		body = b
+		return err == nil && code == 200 && strings.Contains(body, `state="DOWN"`) && strings.Contains(body, "octavia_member_status{"),
+			fmt.Sprintf("status %d (%v), body:\n%.300s", code, err, body)
 	})
 	samples := testutil.ParseExposition(body)
 	listeners := testutil.LabelValues(samples, "octavia_listener_", "listener")
@@ -406,9 +416,12 @@ func TestScrapeThroughListener(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	lb.hap.Start()
-	if code, _, _ := get(t, "http://127.0.0.1:"+strconv.Itoa(proxyPort)+"/metrics"); code != 200 {
-		t.Errorf("after haproxy restart: %d", code)
-	}
+	// haproxy binds its exporter some time after it was started: until
+	// then the proxy rightly answers 502.
+	testutil.WaitFor(t, 15*time.Second, func() (bool, string) {
+		code, _, _, err := tryGet("http://127.0.0.1:" + strconv.Itoa(proxyPort) + "/metrics")
+		return code == 200, fmt.Sprintf("after haproxy restart: %d (%v)", code, err)
+	})
 }
 
 // TestStreams: the proxy forwards what it has translated while the
