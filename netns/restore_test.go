@@ -3,7 +3,6 @@ package netns
 import (
 	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,32 +10,6 @@ import (
 
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
-
-// ipState is what `ip addr/route/rule` show inside the namespace, in a
-// form two snapshots can be compared in (address lifetimes left out).
-func ipState(t *testing.T, ns string) string {
-	t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"-o", "addr", "show"},
-		{"-4", "route", "show", "table", "all"},
-		{"-6", "route", "show", "table", "all"},
-		{"-4", "rule", "show"},
-		{"-6", "rule", "show"},
-	} {
-		out := run(t, append([]string{"ip", "-n", ns}, argv...)...)
-		for _, l := range strings.Split(out, "\n") {
-			if strings.Contains(l, "valid_lft") && strings.HasPrefix(strings.TrimSpace(l), `\`) {
-				continue
-			}
-			if i := strings.Index(l, `\    valid_lft`); i >= 0 {
-				l = l[:i]
-			}
-			b.WriteString(l + "\n")
-		}
-	}
-	return b.String()
-}
 
 // others adds what an operator, keepalived or a debugging session may
 // add to a running namespace: addresses on lo and on plugged interfaces,
@@ -96,7 +69,7 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 		t.Errorf("a finished plug left its mark: %v", err)
 	}
 	others(t, nsName)
-	before := ipState(t, nsName)
+	before := testutil.IPState(t, nsName)
 
 	// an agent restart: a new Manager on the same files
 	restarted := New(m.cfg)
@@ -104,7 +77,7 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 		if w, err := restarted.Up(ctx, "all"); err != nil || len(w) != 0 {
 			t.Fatalf("restore %d: %v %v", i, w, err)
 		}
-		if diff := cmp.Diff(before, ipState(t, nsName)); diff != "" {
+		if diff := cmp.Diff(before, testutil.IPState(t, nsName)); diff != "" {
 			t.Fatalf("restore %d changed the namespace (-before +after):\n%s", i, diff)
 		}
 	}
@@ -114,7 +87,7 @@ func TestRestoreAtStartLeavesOthersAlone(t *testing.T) {
 	if _, err := restarted.Up(ctx, "all"); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(before, ipState(t, nsName)); diff != "" {
+	if diff := cmp.Diff(before, testutil.IPState(t, nsName)); diff != "" {
 		t.Errorf("restore did not put the lost address back alone (-before +after):\n%s", diff)
 	}
 

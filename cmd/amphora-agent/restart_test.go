@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -18,30 +17,6 @@ import (
 	"github.com/octavia-go/amphora-agent/internal/procfs"
 	"github.com/octavia-go/amphora-agent/internal/testutil"
 )
-
-// rsIPState is `ip addr`, `ip route` (every table) and `ip rule` of a
-// namespace, both families.
-func rsIPState(t *testing.T, ns string) string {
-	t.Helper()
-	var b strings.Builder
-	for _, argv := range [][]string{
-		{"-o", "addr", "show"},
-		{"-4", "route", "show", "table", "all"},
-		{"-6", "route", "show", "table", "all"},
-		{"-4", "rule", "show"},
-		{"-6", "rule", "show"},
-	} {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		out, err := exec.CommandContext(ctx, "ip", append([]string{"-n", ns}, argv...)...).CombinedOutput()
-		cancel()
-		if err != nil {
-			t.Fatalf("ip %v in %s: %v\n%s", argv, ns, err, out)
-		}
-		b.WriteString("# ip " + strings.Join(argv, " ") + "\n")
-		b.Write(out)
-	}
-	return b.String()
-}
 
 // rsLoad is a client of the VIP at a steady, bounded rate: one request
 // per tick over a new connection, until stopped or bounded.
@@ -150,7 +125,7 @@ func TestRestartInvisibleToDataPlane(t *testing.T) {
 			t.Fatalf("ip %v: %v\n%s", argv, err, out)
 		}
 	}
-	before := rsIPState(t, e.dp)
+	before := testutil.IPState(t, e.dp)
 	pidFile := filepath.Join(a.BasePath, lbID, lbID+".pid")
 	haproxyPID := procfs.ReadPID(pidFile)
 	if !procfs.Alive(haproxyPID) {
@@ -176,7 +151,7 @@ func TestRestartInvisibleToDataPlane(t *testing.T) {
 	time.Sleep(time.Second)
 	load.halt()
 
-	after := rsIPState(t, e.dp)
+	after := testutil.IPState(t, e.dp)
 	elapsed := load.ended.Sub(load.began)
 	ok, failed := load.ok.Load(), load.failed.Load()
 	t.Logf("restarts: %d (%d SIGTERM, %d SIGKILL), agent unavailable %v in total; requests through the VIP: %d ok, %d failed over %v (%.1f/s); haproxy pid %d -> %d; ip addr/route/rule: %d lines, identical: %v",

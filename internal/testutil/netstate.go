@@ -1,9 +1,13 @@
 package testutil
 
 import (
+	"context"
 	"fmt"
+	"os/exec"
 	"sort"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -89,4 +93,37 @@ func SourceRules(t testing.TB, h *netlink.Handle) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// IPState is what `ip addr`, `ip route` (every table) and `ip rule` show
+// inside the named namespace, both families, in a form two snapshots can
+// be compared in (address lifetimes left out).
+func IPState(t testing.TB, ns string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{
+		{"-o", "addr", "show"},
+		{"-4", "route", "show", "table", "all"},
+		{"-6", "route", "show", "table", "all"},
+		{"-4", "rule", "show"},
+		{"-6", "rule", "show"},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", append([]string{"-n", ns}, argv...)...).CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("ip %v in %s: %v\n%s", argv, ns, err, out)
+		}
+		b.WriteString("# ip " + strings.Join(argv, " ") + "\n")
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.Contains(l, "valid_lft") && strings.HasPrefix(strings.TrimSpace(l), `\`) {
+				continue
+			}
+			if i := strings.Index(l, `\    valid_lft`); i >= 0 {
+				l = l[:i]
+			}
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
 }
