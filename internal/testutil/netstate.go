@@ -97,9 +97,13 @@ func SourceRules(t testing.TB, h *netlink.Handle) []string {
 
 // IPState is what `ip addr`, `ip route` (every table) and `ip rule` show
 // inside the named namespace, both families, in a form two snapshots can
-// be compared in (address lifetimes left out).
+// be compared in (address lifetimes left out). It first waits, up to 10
+// s, for IPv6 duplicate address detection to finish: an address still
+// tentative turns into a settled one (and gains its local-table routes)
+// on its own, which is no change anybody made.
 func IPState(t testing.TB, ns string) string {
 	t.Helper()
+	settleDAD(ns, 10*time.Second)
 	var b strings.Builder
 	for _, argv := range [][]string{
 		{"-o", "addr", "show"},
@@ -119,11 +123,29 @@ func IPState(t testing.TB, ns string) string {
 			if strings.Contains(l, "valid_lft") && strings.HasPrefix(strings.TrimSpace(l), `\`) {
 				continue
 			}
-			if i := strings.Index(l, `\    valid_lft`); i >= 0 {
-				l = l[:i]
+			if i := strings.Index(l, "valid_lft"); i >= 0 {
+				if j := strings.LastIndex(l[:i], `\`); j >= 0 {
+					l = strings.TrimRight(l[:j], " ")
+				}
 			}
 			b.WriteString(l + "\n")
 		}
 	}
 	return b.String()
+}
+
+// settleDAD waits until no address in ns is tentative, or limit passes
+// (an interface without carrier keeps its addresses tentative for good;
+// the snapshot then shows them as they are).
+func settleDAD(ns string, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", "-n", ns, "-o", "addr", "show", "tentative").Output()
+		cancel()
+		if err != nil || len(strings.TrimSpace(string(out))) == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
