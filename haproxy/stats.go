@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -80,7 +79,7 @@ var errTooLarge = errors.New("answer too large")
 // limit bytes, and remembers an I/O error so that do can tell it from a
 // parse error of the consumer.
 type answerReader struct {
-	conn  net.Conn
+	conn  io.Reader
 	limit int64
 	n     int64
 	err   error
@@ -121,19 +120,12 @@ func (c *StatsClient) do(ctx context.Context, cmd string, read func(io.Reader) e
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.Path)
+	// The deadline and a cancellation interrupt a blocked read (statsconn.go).
+	conn, err := dialStats(ctx, c.Path, statBufSize)
 	if err != nil {
-		return fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
+		return c.ioError(ctx, cmd, err)
 	}
 	defer conn.Close()
-	dl, _ := ctx.Deadline()
-	if err := conn.SetDeadline(dl); err != nil {
-		return fmt.Errorf("haproxy %s %q: %w", c.Path, cmd, err)
-	}
-	// Cancellation (not only the deadline) interrupts a blocked read.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 
 	if _, err := io.WriteString(conn, cmd+"\n"); err != nil {
 		return c.ioError(ctx, cmd, err)

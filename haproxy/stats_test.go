@@ -574,6 +574,22 @@ func TestQueryFailures(t *testing.T) {
 			t.Fatalf("err = %v; want context.Canceled", err)
 		}
 	})
+	t.Run("part of the answer, then cancel: an error, not a short answer", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		sent := make(chan struct{}, 1)
+		path := fakeSocket(t, func(c net.Conn) {
+			_, _ = io.WriteString(c, "# pxname,svname,status\nfe,FRONTEND,OPEN\n")
+			sent <- struct{}{}
+			<-release
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-sent; time.Sleep(50 * time.Millisecond); cancel() }()
+		rep, err := NewStatsClient(path).Report(ctx)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Report = %+v, %v; want context.Canceled", rep, err)
+		}
+	})
 	t.Run("oversized answer", func(t *testing.T) {
 		path := fakeSocket(t, func(c net.Conn) {
 			_, _ = c.Write(bytes.Repeat([]byte("x"), 4096))

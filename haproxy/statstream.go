@@ -351,9 +351,14 @@ type summarizer struct {
 	members map[string]map[string]string // by pool (pxname)
 	n       int                          // rows seen
 
-	lastPx      []byte // the pool of the previous server row and its members
-	lastMembers map[string]string
+	// The server rows of one pool come one after the other: they are
+	// gathered here and put in a map of the right size when the pool's
+	// rows end (no map growing row by row).
+	runPx []byte
+	run   []member
 }
+
+type member struct{ name, status string }
 
 func newSummarizer() *summarizer {
 	return &summarizer{
@@ -405,22 +410,38 @@ func (s *summarizer) add(f *statRow) error {
 		if status == StatusUp && string(bytes.TrimSpace(f[colWeight])) == "0" {
 			status = StatusDrain
 		}
-		m := s.lastMembers
-		if m == nil || !bytes.Equal(px, s.lastPx) {
-			name := text(px)
-			if m = s.members[name]; m == nil {
-				m = map[string]string{}
-				s.members[name] = m
-			}
-			s.lastPx, s.lastMembers = append(s.lastPx[:0], px...), m
+		if len(s.run) > 0 && !bytes.Equal(px, s.runPx) {
+			s.flush()
 		}
-		m[text(sv)] = status
+		if len(s.run) == 0 {
+			s.runPx = append(s.runPx[:0], px...)
+		}
+		s.run = append(s.run, member{text(sv), status})
 	}
 	return nil
 }
 
+// flush stores the gathered server rows of one pool.
+func (s *summarizer) flush() {
+	if len(s.run) == 0 {
+		return
+	}
+	name := text(s.runPx)
+	m := s.members[name]
+	if m == nil { // else the pool's rows came in more than one run
+		m = make(map[string]string, len(s.run))
+		s.members[name] = m
+	}
+	for _, r := range s.run {
+		m[r.name] = r.status
+	}
+	clear(s.run)
+	s.run = s.run[:0]
+}
+
 // finish attaches the members to their pools.
 func (s *summarizer) finish() *StatsReport {
+	s.flush()
 	for px, p := range s.rep.Pools {
 		p.Members = s.members[px]
 		if p.Members == nil {

@@ -54,7 +54,7 @@ func (s *Sender) collectHAProxy(ctx context.Context) (r *Report, missed []string
 			continue
 		}
 		s.conds.clear("lb:"+id, "haproxy statistics available again", "lb_id", id)
-		r.add(fromHAProxy(reps[i]))
+		r.addHAProxy(reps[i])
 	}
 	return r, missed
 }
@@ -63,6 +63,13 @@ func (s *Sender) collectHAProxy(ctx context.Context) (r *Report, missed []string
 // backends) onto the heartbeat's terms.
 func fromHAProxy(rep *haproxy.StatsReport) *Report {
 	r := newReport()
+	r.addHAProxy(rep)
+	return r
+}
+
+// addHAProxy adds one haproxy's statistics to r, mapped as fromHAProxy
+// does (no intermediate report: the maps are filled once).
+func (r *Report) addHAProxy(rep *haproxy.StatsReport) {
 	for id, l := range rep.Listeners {
 		r.Listeners[id] = Counters{Status: l.Status, BytesIn: l.Bin, BytesOut: l.Bout,
 			Current: l.Scur, Total: l.Stot, RequestErrors: l.Ereq}
@@ -70,7 +77,6 @@ func fromHAProxy(rep *haproxy.StatsReport) *Report {
 	for id, p := range rep.Pools {
 		r.Pools[id] = Pool{Status: p.Status, Members: p.Members}
 	}
-	return r
 }
 
 // stopping says the sender is being stopped (not that a deadline passed):

@@ -351,7 +351,7 @@ func (s *Sender) gather(ctx context.Context, rd round) gathered {
 			ch <- result{rep: rep, missed: missed}
 		}(runs[i])
 	}
-	g := gathered{rep: newReport(), complete: true}
+	g := gathered{complete: true}
 	wait := time.NewTimer(time.Until(rd.send))
 	defer wait.Stop()
 	for i, ch := range chans {
@@ -360,7 +360,11 @@ func (s *Sender) gather(ctx context.Context, rd round) gathered {
 		}
 		select {
 		case r := <-ch:
-			if r.rep != nil {
+			switch {
+			case r.rep == nil:
+			case g.rep == nil: // the first source's report is taken as it is
+				g.rep = r.rep
+			default:
 				g.rep.add(r.rep)
 			}
 			if len(r.missed) > 0 {
@@ -386,6 +390,9 @@ func (s *Sender) gather(ctx context.Context, rd round) gathered {
 			// The timer fired: later sources get no more time either.
 			wait.Reset(0)
 		}
+	}
+	if g.rep == nil {
+		g.rep = newReport()
 	}
 	return g
 }
