@@ -121,7 +121,7 @@ func (c *StatsClient) do(ctx context.Context, cmd string, read func(io.Reader) e
 		defer cancel()
 	}
 	// The deadline and a cancellation interrupt a blocked read (statsconn.go).
-	conn, err := dialStats(ctx, c.Path, statBufSize)
+	conn, err := dialStats(ctx, c.Path)
 	if err != nil {
 		return c.ioError(ctx, cmd, err)
 	}

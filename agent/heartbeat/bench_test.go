@@ -3,6 +3,7 @@ package heartbeat
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -74,9 +75,17 @@ func scaleLBConfig(dir string, listeners, members int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "global\n    stats socket %s/lb.sock mode 0600 level user\n", dir)
 	b.WriteString("defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n")
+	// Random ids, as the controller's are (sequential ones compress five
+	// times better and make the heartbeat look cheaper than it is); a
+	// fixed seed keeps runs comparable.
+	rnd := rand.New(rand.NewPCG(uint64(listeners), uint64(members)))
+	uuid := func() string {
+		return fmt.Sprintf("%08x-%04x-4%03x-8%03x-%012x", rnd.Uint32(), rnd.Uint32()&0xffff,
+			rnd.Uint32()&0xfff, rnd.Uint32()&0xfff, rnd.Uint64()&0xffffffffffff)
+	}
 	for l := range listeners {
-		listener := fmt.Sprintf("8a1b2c3d-0000-4000-8000-%012d", l)
-		pool := fmt.Sprintf("9a1b2c3d-0000-4000-8000-%012d:%s", l, listener)
+		listener := uuid()
+		pool := uuid() + ":" + listener
 		fmt.Fprintf(&b, "frontend %s\n    bind unix@%s/f%d.sock\n    default_backend %s\n", listener, dir, l, pool)
 		fmt.Fprintf(&b, "backend %s\n", pool)
 		for m := range members {
@@ -87,7 +96,7 @@ func scaleLBConfig(dir string, listeners, members int) string {
 			case 2:
 				opts = " weight 0"
 			}
-			fmt.Fprintf(&b, "    server aaaaaaaa-%04d-4000-8000-%012d 127.0.0.1:%d%s\n", l, m, 1+m, opts)
+			fmt.Fprintf(&b, "    server %s 127.0.0.1:%d%s\n", uuid(), 1+m, opts)
 		}
 	}
 	return b.String()

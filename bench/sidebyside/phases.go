@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,7 @@ type side struct {
 
 	HBWindows   []float64       // CPU seconds of the tree per window
 	HBHAProxy   []float64       // CPU seconds haproxy spent in the same windows
+	HBExact     bool            // HBWindows and HBHAProxy come from cgroups (exact), not /proc ticks
 	HBWall      []time.Duration // wall time per window
 	HBListeners int
 	HBMembers   int
@@ -198,8 +200,16 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 			return fmt.Errorf("%s: heartbeats report %d listeners, want %d", a.Label, b.Listeners, listeners)
 		}
 	}
+	// Exact CPU times from a cgroup per tree where the host has cgroup v2
+	// (cgroup.go); /proc ticks otherwise.
+	cpuNow, exact, err := treeCPU(a.Label, a.PID(), hp.proc.Pid)
+	if err != nil {
+		return err
+	}
+	defer cpuNow(true)
+	r.HBExact = exact
 	start := time.Now()
-	cpu0, hcpu0 := cpuTicks(treeStats(a.PID())), cpuTicks(treeStats(hp.proc.Pid))
+	cpu0, hcpu0 := cpuNow(false)
 	for w := range windows {
 		var last beat
 		for range beats {
@@ -212,13 +222,13 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 			}
 			last = b
 		}
-		cpu1, hcpu1 := cpuTicks(treeStats(a.PID())), cpuTicks(treeStats(hp.proc.Pid))
-		r.HBWindows = append(r.HBWindows, ticksToSeconds(cpu1-cpu0))
-		r.HBHAProxy = append(r.HBHAProxy, ticksToSeconds(hcpu1-hcpu0))
+		cpu1, hcpu1 := cpuNow(false)
+		r.HBWindows = append(r.HBWindows, (cpu1 - cpu0).Seconds())
+		r.HBHAProxy = append(r.HBHAProxy, (hcpu1 - hcpu0).Seconds())
 		r.HBWall = append(r.HBWall, last.At.Sub(start))
 		r.HBListeners, r.HBMembers, r.HBBytes = last.Listeners, last.Members, last.Size
-		progress("%s: heartbeat window %d/%d: %d beats in %v, CPU %.2f s, haproxy %.2f s (%d listeners, %d members, %d-byte datagrams)",
-			a.Label, w+1, windows, beats, last.At.Sub(start).Round(time.Millisecond), ticksToSeconds(cpu1-cpu0), ticksToSeconds(hcpu1-hcpu0),
+		progress("%s: heartbeat window %d/%d: %d beats in %v, CPU %.3f s, haproxy %.3f s (%d listeners, %d members, %d-byte datagrams)",
+			a.Label, w+1, windows, beats, last.At.Sub(start).Round(time.Millisecond), (cpu1 - cpu0).Seconds(), (hcpu1 - hcpu0).Seconds(),
 			last.Listeners, last.Members, last.Size)
 		cpu0, hcpu0, start = cpu1, hcpu1, last.At
 	}
@@ -229,6 +239,47 @@ func heartbeatPhase(ctx context.Context, a *Agent, sink *Sink, r *side, cfg []by
 	progress("%s: with the %d-listener load balancer: PSS %.1f MiB (%s), RSS %.1f MiB", a.Label, listeners, mib(r.WithLB.PSSKiB), r.WithLB.split(), mib(r.WithLB.RSSKiB))
 	return nil
 }
+
+// treeCPU returns a function giving the CPU time so far of the agent's
+// tree and of haproxy's tree: exact, from a cgroup of each (cgroup.go),
+// when the host has cgroup v2 (exact is then true); else /proc ticks.
+// Called with done=true it removes the groups.
+func treeCPU(label string, agentPID, haproxyPID int) (now func(done bool) (agent, haproxy time.Duration), exact bool, err error) {
+	ticks := func(done bool) (time.Duration, time.Duration) {
+		return secondsDur(ticksToSeconds(cpuTicks(treeStats(agentPID)))), secondsDur(ticksToSeconds(cpuTicks(treeStats(haproxyPID))))
+	}
+	ga, err := newCPUGroup(label)
+	if err != nil {
+		progress("%s: CPU from /proc ticks (no cgroup v2: %v)", label, err)
+		return ticks, false, nil
+	}
+	gh, err := newCPUGroup(label + "-haproxy")
+	if err != nil {
+		ga.remove()
+		progress("%s: CPU from /proc ticks (no cgroup v2: %v)", label, err)
+		return ticks, false, nil
+	}
+	if err := errors.Join(ga.add(treePIDs(agentPID)...), gh.add(treePIDs(haproxyPID)...)); err != nil {
+		ga.remove()
+		gh.remove()
+		return nil, false, err
+	}
+	return func(done bool) (time.Duration, time.Duration) {
+		if done {
+			ga.remove()
+			gh.remove()
+			return 0, 0
+		}
+		a, err1 := ga.usage()
+		h, err2 := gh.usage()
+		if err := errors.Join(err1, err2); err != nil {
+			progress("%s: cgroup CPU: %v", label, err)
+		}
+		return a, h
+	}, true, nil
+}
+
+func secondsDur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
 // checkFloor times `haproxy -c` on the configuration the agent stored
 // for the load balancer, as the agents run it (peer name, user/group

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -371,6 +372,12 @@ func (rep *report) markdown() string {
 			"Wall time of the windows: reference %v, ours %v. haproxy's CPU per heartbeat answering the reference's queries: %.2f ms (ours: %.2f ms).\n",
 			rep.ours.HBListeners, rep.ours.HBMembers, rep.ref.HBBytes, rep.ours.HBBytes, durs(rep.ref.HBWall), durs(rep.ours.HBWall),
 			perBeat(rep.ref.HBHAProxy), perBeat(rep.ours.HBHAProxy))
+		if rep.ours.HBExact && rep.ref.HBExact {
+			fmt.Fprintf(&b, "- Heartbeat CPU from each tree's cgroup (cpu.stat usage_usec, exact); per window: reference %v s, ours %v s, haproxy for ours %v s.\n",
+				secs(rep.ref.HBWindows), secs(rep.ours.HBWindows), secs(rep.ours.HBHAProxy))
+		} else {
+			b.WriteString("- Heartbeat CPU from /proc ticks (10 ms, sampled): no cgroup v2 on this host.\n")
+		}
 	}
 	for _, p := range rep.scale {
 		if p.RefErr != "" {
@@ -473,7 +480,11 @@ const methodology = `## Method
   (` + "`/var/lib/octavia/<lb>/<lb>.pid`" + `, ` + "`/var/lib/octavia/<lb>.sock`" + `); health checks off,
   members a mix of "no check", MAINT and DRAIN. After five complete heartbeats, the tree's CPU is
   read when heartbeat k, k+N, k+2N... arrive at the UDP sink. The whole tree is counted: for the
-  reference this includes the idle gunicorn processes, as on an amphora.
+  reference this includes the idle gunicorn processes, as on an amphora. Where the host has
+  cgroup v2 (also mounted beside v1 at ` + "`/sys/fs/cgroup/unified`" + `), each agent's tree and its
+  haproxy are moved into a cgroup of their own and their CPU is its ` + "`cpu.stat usage_usec`" + `:
+  exact, where 10 ms ticks sampled over ~5 ms of work per heartbeat swing one window's
+  figure by a quarter; otherwise /proc ticks as above (the notes below say which).
 - **Scale curve**: in-process, both against the same running haproxy per size: the reference's
   ` + "`build_stats_message()`" + ` + ` + "`wrap_envelope()`" + ` (` + "`bench/ref_heartbeat.py`" + `, Debian's python3),
   ours ` + "`heartbeat.Sender.Build`" + ` + ` + "`heartbeat.Wrap`" + ` under ` + "`testing.Benchmark`" + ` with the agent's
@@ -490,3 +501,12 @@ const methodology = `## Method
   peak RSS is VmHWM.
 - Numbers from a busy machine are noisy; compare ratios from one run, not absolute values across runs.
 `
+
+// secs formats CPU seconds to the millisecond.
+func secs(v []float64) string {
+	out := make([]string, len(v))
+	for i, x := range v {
+		out[i] = strconv.FormatFloat(x, 'f', 3, 64)
+	}
+	return "[" + strings.Join(out, " ") + "]"
+}
