@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 )
 
 func runServe(ctx context.Context, g *globals, args []string) error {
+	procs := oneProcessor()
 	if _, err := subFlags(g, "serve", args, nil); err != nil {
 		return err
 	}
@@ -35,6 +37,7 @@ func runServe(ctx context.Context, g *globals, args []string) error {
 	logs := startLogging(g, cfg, "amphora-agent")
 	defer closeLogging(logs)
 	log := logs.Logger()
+	log.Debug("Go scheduler", "gomaxprocs", procs, "cpus", runtime.NumCPU())
 	// A bad controller entry never stops the agent (issue 13, defect 3):
 	// the heartbeat skips it, and says so again when it is its turn.
 	for _, p := range cfg.ControllerEntryProblems() {
@@ -149,4 +152,25 @@ func restoreNetwork(ctx context.Context, nw *netns.Manager, log *slog.Logger) {
 	if err != nil {
 		log.Error("interface restore failed", "err", err)
 	}
+}
+
+// oneProcessor runs the agent's goroutines on one processor (GOMAXPROCS
+// 1) unless the GOMAXPROCS environment variable says otherwise, and
+// returns the setting in force.
+//
+// Nothing the agent does needs parallelism: a heartbeat is a few
+// milliseconds of work a second, requests come one at a time from the
+// controller, and the CPUs belong to haproxy. With one processor per CPU
+// the runtime keeps a cache and a collector worker per processor and
+// wakes idle threads to look for work whenever a goroutine becomes
+// runnable; measured on 2 CPUs with the 50 x 40 load balancer
+// heartbeated every second (make bench): PSS 16.0 -> 13.2 MiB, CPU per
+// heartbeat unchanged within the run's spread. On a 1-vCPU amphora it
+// is the runtime's own choice.
+func oneProcessor() int {
+	if os.Getenv("GOMAXPROCS") != "" {
+		return runtime.GOMAXPROCS(0)
+	}
+	runtime.GOMAXPROCS(1)
+	return 1
 }
