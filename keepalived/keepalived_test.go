@@ -365,6 +365,11 @@ Requires=amphora-netns.service
 SELinuxContext=system_u:system_r:keepalived_t:s0
 Type=forking
 KillMode=process
+# keepalived refuses to start while a pid file names a live process. The
+# files outlive a crash or a hard reset in this directory, and a recycled
+# pid can then block every start; when the unit starts, none of its
+# processes runs, so what they name is not this keepalived.
+ExecStartPre=-/bin/rm -f /var/lib/octavia/vrrp/octavia-keepalived.pid /var/lib/octavia/vrrp/octavia-keepalived.vrrp.pid /var/lib/octavia/vrrp/octavia-keepalived.check.pid
 ExecStart=/sbin/ip netns exec amphora-haproxy /usr/sbin/keepalived --log-facility=2 -f /var/lib/octavia/vrrp/octavia-keepalived.conf -p /var/lib/octavia/vrrp/octavia-keepalived.pid -r /var/lib/octavia/vrrp/octavia-keepalived.vrrp.pid -c /var/lib/octavia/vrrp/octavia-keepalived.check.pid
 ExecReload=/bin/kill -HUP $MAINPID
 PIDFile=/var/lib/octavia/vrrp/octavia-keepalived.pid
@@ -387,6 +392,9 @@ WantedBy=multi-user.target
 	}
 	if svc.PIDFile != "/var/lib/octavia/vrrp/octavia-keepalived.pid" || svc.ReloadSignal != 1 || svc.Name != "octavia-keepalived" {
 		t.Errorf("service %+v", svc)
+	}
+	if diff := cmp.Diff([]string{"/var/lib/octavia/vrrp/octavia-keepalived.vrrp.pid", "/var/lib/octavia/vrrp/octavia-keepalived.check.pid"}, svc.ChildPIDFiles); diff != "" {
+		t.Errorf("child pid files (-want +got):\n%s", diff)
 	}
 
 	// systemd's own check of the unit, when available.

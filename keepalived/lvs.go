@@ -350,27 +350,12 @@ func (m *LVSManager) act(ctx context.Context, id, action string) error {
 		}
 		return err
 	}
-	// keepalived refuses to start while a pid file names a live process
-	// (a recycled pid after a crash): drop pid files of dead instances.
-	m.removeStalePIDFiles(id)
+	// Both service managers drop the pid files of a previous instance
+	// before they start one (Service.ChildPIDFiles).
 	if action == "start" {
 		return m.opts.Units.Start(ctx, name)
 	}
 	return m.opts.Units.Restart(ctx, name)
-}
-
-// removeStalePIDFiles removes the listener's pid files unless its
-// keepalived runs.
-func (m *LVSManager) removeStalePIDFiles(id string) {
-	p := m.Paths()
-	if livePID(p.PIDFile(id)) > 0 {
-		return
-	}
-	for _, f := range []string{p.PIDFile(id), p.VRRPPIDFile(id), p.CheckersPIDFile(id)} {
-		if err := fsutil.Remove(f); err != nil {
-			m.log.Warn("could not remove a stale keepalived pid file", "listener_id", id, "path", f, "err", err)
-		}
-	}
 }
 
 // Delete stops and removes a listener: keepalived, its pid files (each

@@ -26,6 +26,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -890,6 +891,14 @@ func TestLVSRealKeepalived(t *testing.T) {
 	p := e.m.Paths()
 	bare := newLVSSpec()
 	e.upload(bare.listener, renderLVS(t, bare.render(e.base, func(spec map[string]any) { listenerOf(spec)["pool"] = nil })))
+	// A crash or a hard reset leaves pid files behind, and their pids may
+	// name other live processes by now: keepalived would refuse to start
+	// ("daemon is already running") were they not removed first.
+	for _, f := range []string{p.PIDFile(bare.listener), p.CheckersPIDFile(bare.listener)} {
+		if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if _, err := e.m.Action(ctx, bare.listener, "reload"); err != nil {
 		t.Fatalf("start keepalived without virtual server: %v", err)
 	}
@@ -1043,6 +1052,7 @@ func TestLVSService(t *testing.T) {
 		"KillMode=process",
 		"ExecStart=/sbin/ip netns exec amphora-haproxy /usr/sbin/keepalived --log-facility=1 --namespace=amphora-haproxy --check -f " +
 			base + ".conf -p " + base + ".pid -r " + base + ".vrrp.pid -c " + base + ".check.pid",
+		"ExecStartPre=-/bin/rm -f " + base + ".pid " + base + ".vrrp.pid " + base + ".check.pid",
 		"ExecReload=/bin/kill -HUP $MAINPID",
 		"PIDFile=" + base + ".pid",
 		"WantedBy=multi-user.target",
@@ -1059,6 +1069,9 @@ func TestLVSService(t *testing.T) {
 	}
 	if svc.Name != "octavia-keepalivedlvs-"+id || svc.PIDFile != base+".pid" || svc.ReloadSignal != syscall.SIGHUP {
 		t.Errorf("service %+v", svc)
+	}
+	if diff := cmp.Diff([]string{base + ".vrrp.pid", base + ".check.pid"}, svc.ChildPIDFiles); diff != "" {
+		t.Errorf("child pid files (-want +got):\n%s", diff)
 	}
 	if _, err := (LVSUnitParams{ListenerID: "../x", Cmd: "k", IPCmd: "ip", Namespace: "n", Paths: p}).Service(); err == nil {
 		t.Error("bad listener id rendered")

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -169,6 +170,39 @@ func TestVRRPUnderSystemd(t *testing.T) {
 	}
 	if got := systemctl("is-active", "octavia-keepalived"); got != "active" {
 		t.Errorf("is-active after reload-as-start: %q", got)
+	}
+	if code, d := action("stop"); code != http.StatusAccepted || d != "keepalived stoped" {
+		t.Errorf("stop before the reset: %d %q", code, d)
+	}
+
+	// A hard reset: systemd starts the enabled unit at boot, before and
+	// without the agent, over pid files the last instance left in
+	// /var/lib whose pids now name other live processes (here a sleep and
+	// this test). keepalived would refuse to start over them ("daemon is
+	// already running", a restart loop), and systemd would take the main
+	// one's pid for the unit's and signal it; the unit removes them first.
+	sleep := exec.Command("sleep", "60")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleep.Process.Kill(); sleep.Wait() })
+	for f, p := range map[string]int{pidFile: sleep.Process.Pid, vrrpPID: os.Getpid(),
+		filepath.Join(vrrpDir, "octavia-keepalived.check.pid"): os.Getpid()} {
+		if err := os.WriteFile(f, []byte(strconv.Itoa(p)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := sd.Systemctl("start", "octavia-keepalived"); err != nil {
+		t.Fatalf("start over stale pid files: %v %s\n%s", err, out, systemctl("status", "--no-pager", "-l", "octavia-keepalived"))
+	}
+	if got := systemctl("is-active", "octavia-keepalived"); got != "active" {
+		t.Errorf("is-active after a start over stale pid files: %q", got)
+	}
+	if p := procfs.ReadPID(pidFile); p == sleep.Process.Pid || !procfs.Alive(p) {
+		t.Errorf("pid file names %d after the start", p)
+	}
+	if !procfs.Alive(sleep.Process.Pid) {
+		t.Error("the process a stale pid file named was disturbed")
 	}
 	if code, d := action("stop"); code != http.StatusAccepted || d != "keepalived stoped" {
 		t.Errorf("final stop: %d %q", code, d)

@@ -33,6 +33,11 @@ Requires={{.Netns}}.service
 SELinuxContext=system_u:system_r:keepalived_t:s0
 Type=forking
 KillMode=process
+# keepalived refuses to start while a pid file names a live process. The
+# files outlive a crash or a hard reset in this directory, and a recycled
+# pid can then block every start; when the unit starts, none of its
+# processes runs, so what they name is not this keepalived.
+ExecStartPre=-/bin/rm -f {{.PIDFile}} {{.VRRPPIDFile}} {{.CheckersPIDFile}}
 ExecStart={{.IPCmd}} netns exec {{.Namespace}} {{.Cmd}} --log-facility={{.LogFacility}}{{range .Options}} {{.}}{{end}} -f {{.Config}} -p {{.PIDFile}} -r {{.VRRPPIDFile}} -c {{.CheckersPIDFile}}
 ExecReload=/bin/kill -HUP $MAINPID
 PIDFile={{.PIDFile}}
@@ -73,11 +78,12 @@ func (u unit) service() (service.Service, error) {
 	argv := []string{u.IPCmd, "netns", "exec", u.Namespace, u.Cmd, "-n", "-l", "--log-facility=" + strconv.Itoa(u.LogFacility)}
 	argv = append(argv, u.Options...)
 	return service.Service{
-		Name:         u.name,
-		Unit:         text.Bytes(),
-		Argv:         append(argv, "-f", u.Config, "-p", u.PIDFile, "-r", u.VRRPPIDFile, "-c", u.CheckersPIDFile),
-		ReloadSignal: syscall.SIGHUP,
-		PIDFile:      u.PIDFile,
+		Name:          u.name,
+		Unit:          text.Bytes(),
+		Argv:          append(argv, "-f", u.Config, "-p", u.PIDFile, "-r", u.VRRPPIDFile, "-c", u.CheckersPIDFile),
+		ReloadSignal:  syscall.SIGHUP,
+		PIDFile:       u.PIDFile,
+		ChildPIDFiles: []string{u.VRRPPIDFile, u.CheckersPIDFile},
 	}, nil
 }
 

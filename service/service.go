@@ -53,6 +53,13 @@ type Service struct {
 	// When set, a start is complete only once it is written, and it is how
 	// a running instance is found again after an agent restart.
 	PIDFile string
+	// ChildPIDFiles are further pid files the program writes (keepalived's
+	// VRRP and checker children). Like PIDFile they are removed before
+	// every start: what they name then is not this service (its processes
+	// are gone), and keepalived refuses to start while any of its pid files
+	// names a live process, which a pid recycled after a crash or a hard
+	// reset can be. Units do the same with an ExecStartPre.
+	ChildPIDFiles []string
 	// Notify says the program speaks the sd_notify protocol (haproxy -Ws):
 	// the supervisor passes NOTIFY_SOCKET and a start or reload completes
 	// when the program sends READY=1, like a Type=notify unit.

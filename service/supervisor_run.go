@@ -61,10 +61,14 @@ func (s *Supervisor) startLocked(ctx context.Context, u *unit, checked bool) err
 	if err := s.ensureNotify(u); err != nil {
 		return err
 	}
-	if spec.PIDFile != "" {
-		// whatever it names is not ours (not adopted): the fresh instance
-		// writes its own, which is how readiness and re-adoption find it
-		if err := fsutil.Remove(spec.PIDFile); err != nil {
+	// Whatever the pid files name is not ours (not adopted): the fresh
+	// instance writes its own, which is how readiness and re-adoption
+	// find it.
+	for _, f := range append([]string{spec.PIDFile}, spec.ChildPIDFiles...) {
+		if f == "" {
+			continue
+		}
+		if err := fsutil.Remove(f); err != nil {
 			return err
 		}
 	}

@@ -60,27 +60,29 @@ func (s *Supervisor) adopt(u *unit) bool {
 
 // persistedSpec is the on-disk form of a service (StateDir/<name>.json).
 type persistedSpec struct {
-	Version      int        `json:"version"`
-	Name         string     `json:"name"`
-	Argv         []string   `json:"argv"`
-	Checks       [][]string `json:"checks,omitempty"`
-	ReloadSignal int        `json:"reload_signal,omitempty"`
-	PIDFile      string     `json:"pid_file,omitempty"`
-	Notify       bool       `json:"notify,omitempty"`
-	Desired      string     `json:"desired"` // started or stopped
+	Version       int        `json:"version"`
+	Name          string     `json:"name"`
+	Argv          []string   `json:"argv"`
+	Checks        [][]string `json:"checks,omitempty"`
+	ReloadSignal  int        `json:"reload_signal,omitempty"`
+	PIDFile       string     `json:"pid_file,omitempty"`
+	ChildPIDFiles []string   `json:"child_pid_files,omitempty"`
+	Notify        bool       `json:"notify,omitempty"`
+	Desired       string     `json:"desired"` // started or stopped
 }
 
 func (s *Supervisor) persist(u *unit) error {
 	u.mu.Lock()
 	ps := persistedSpec{
-		Version:      1,
-		Name:         u.name,
-		Argv:         u.spec.Argv,
-		Checks:       u.spec.Checks,
-		ReloadSignal: int(u.spec.ReloadSignal),
-		PIDFile:      u.spec.PIDFile,
-		Notify:       u.spec.Notify,
-		Desired:      "stopped",
+		Version:       1,
+		Name:          u.name,
+		Argv:          u.spec.Argv,
+		Checks:        u.spec.Checks,
+		ReloadSignal:  int(u.spec.ReloadSignal),
+		PIDFile:       u.spec.PIDFile,
+		ChildPIDFiles: u.spec.ChildPIDFiles,
+		Notify:        u.spec.Notify,
+		Desired:       "stopped",
 	}
 	if u.desired {
 		ps.Desired = "started"
@@ -109,12 +111,13 @@ func loadSpec(path string) (Service, bool, error) {
 		return Service{}, false, fmt.Errorf("%w: bad spec", fs.ErrInvalid)
 	}
 	svc := Service{
-		Name:         ps.Name,
-		Argv:         ps.Argv,
-		Checks:       ps.Checks,
-		ReloadSignal: syscall.Signal(ps.ReloadSignal),
-		PIDFile:      ps.PIDFile,
-		Notify:       ps.Notify,
+		Name:          ps.Name,
+		Argv:          ps.Argv,
+		Checks:        ps.Checks,
+		ReloadSignal:  syscall.Signal(ps.ReloadSignal),
+		PIDFile:       ps.PIDFile,
+		ChildPIDFiles: ps.ChildPIDFiles,
+		Notify:        ps.Notify,
 	}
 	return svc, ps.Desired == "started", nil
 }
@@ -127,11 +130,13 @@ func cloneSpec(svc Service) Service {
 		checks[i] = slices.Clone(c)
 	}
 	svc.Checks = checks
+	svc.ChildPIDFiles = slices.Clone(svc.ChildPIDFiles)
 	return svc
 }
 
 func sameSpec(a, b Service) bool {
 	return slices.Equal(a.Argv, b.Argv) &&
 		slices.EqualFunc(a.Checks, b.Checks, slices.Equal[[]string]) &&
-		a.ReloadSignal == b.ReloadSignal && a.PIDFile == b.PIDFile && a.Notify == b.Notify
+		a.ReloadSignal == b.ReloadSignal && a.PIDFile == b.PIDFile && a.Notify == b.Notify &&
+		slices.Equal(a.ChildPIDFiles, b.ChildPIDFiles)
 }

@@ -508,12 +508,13 @@ func TestSupervisorPersistedSpec(t *testing.T) {
 	dir := testutil.ShortDir(t, "svt")
 	sup := newSupervisor(t, dir)
 	svc := Service{
-		Name:         "lbt-spec",
-		Unit:         []byte("[Service]\n"),
-		Argv:         []string{"/usr/sbin/keepalived", "-n", "-f", "/x.conf"},
-		Checks:       [][]string{{"/usr/sbin/keepalived", "-t", "-f", "/x.conf"}},
-		ReloadSignal: syscall.SIGHUP,
-		PIDFile:      "/x.pid",
+		Name:          "lbt-spec",
+		Unit:          []byte("[Service]\n"),
+		Argv:          []string{"/usr/sbin/keepalived", "-n", "-f", "/x.conf"},
+		Checks:        [][]string{{"/usr/sbin/keepalived", "-t", "-f", "/x.conf"}},
+		ReloadSignal:  syscall.SIGHUP,
+		PIDFile:       "/x.pid",
+		ChildPIDFiles: []string{"/x.vrrp.pid", "/x.check.pid"},
 	}
 	if _, err := sup.Install(ctx, svc); err != nil {
 		t.Fatal(err)
@@ -542,6 +543,10 @@ func TestSupervisorPersistedSpec(t *testing.T) {
 	svc.Argv = append(svc.Argv, "-D")
 	if changed, _ := sup.Install(ctx, svc); !changed {
 		t.Error("an argv change was not noticed")
+	}
+	svc.ChildPIDFiles = svc.ChildPIDFiles[:1]
+	if changed, _ := sup.Install(ctx, svc); !changed {
+		t.Error("a child pid file change was not noticed")
 	}
 	if err := sup.Remove(ctx, svc.Name); err != nil {
 		t.Fatal(err)
